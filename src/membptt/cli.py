@@ -1,0 +1,126 @@
+"""Command line: ``membptt plan ...`` (and ``membptt bench ...``, see membptt.measure.cli).
+
+Bad input prints one line ``membptt: error: ...`` and exits 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .planning import STRATEGIES, CostModel, plan
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: exit 2 like ours
+        self.print_usage(sys.stderr)
+        self.exit(2, f"membptt: error: {message}\n")
+
+
+def _strategies_help() -> str:
+    return "; ".join(f"{name}: {s.description}" for name, s in sorted(STRATEGIES.items()))
+
+
+def _load_costs(path: str | None) -> CostModel | None:
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read a cost model from {path!r}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"cost model file {path!r} must hold a JSON object")
+    fields = set(CostModel.__dataclass_fields__)
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ValueError(f"cost model file {path!r} has unknown keys {unknown}; valid keys: "
+                         + ", ".join(sorted(fields)))
+    return CostModel(**data)
+
+
+def _add_plan_parser(sub) -> None:
+    p = sub.add_parser(
+        "plan", help="compile and simulate a plan",
+        description="Compile a plan, simulate it and print its counts, peak memory and cost. "
+                    "Strategies: " + _strategies_help())
+    p.add_argument("--strategy", required=True, help="one of: " + ", ".join(sorted(STRATEGIES)))
+    p.add_argument("--seq-len", required=True, type=int, help="number of time steps T")
+    p.add_argument("--memory", default=None,
+                   help="budget: hidden-state units (250), bytes (512MiB) or percent of the "
+                        "full-cache memory (5%%)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="internal-state size in hidden-state units (rounded up)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="internal-state size when its input is stored (beta form)")
+    p.add_argument("--costs", default=None, metavar="JSON",
+                   help="cost model file (CostModel fields: run_fixed, run_per_step, "
+                        "forward_graph, backward, hidden_bytes, internal_bytes, beta_bytes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")
+    p.add_argument("--ops", action="store_true", help="print the ops, one compact token each")
+
+
+def _run_plan(args) -> int:
+    costs = _load_costs(args.costs)
+    p = plan(args.strategy, args.seq_len, args.memory, alpha=args.alpha, beta=args.beta,
+             costs=costs)
+    if args.json:
+        d = p.to_dict(with_ops=args.ops)
+        if args.trace:
+            d["trace"] = p.trace()
+        print(json.dumps(d))
+        return 0
+    print(p)
+    if p.budget is not None:
+        print(f"budget: {p.budget.requested} -> {p.budget.units} units ({p.budget.note})")
+    print(f"forward ops: {p.forward_ops} (cost per step C/t = {p.cost_per_step:.4f}), "
+          f"backward ops: {p.backward_ops}, graph forwards: {p.graph_forwards}")
+    print(f"peak memory: {p.peak_memory} units"
+          + (f", {p.peak_bytes} bytes" if p.peak_bytes is not None else ""))
+    print(f"predicted cost: {p.predicted_cost:.6g} (forward {p.forward_cost:.6g})")
+    if p.info:
+        print("info: " + ", ".join(f"{k}={v}" for k, v in p.info.items()
+                                   if k != "segment_lengths"))
+    if args.trace:
+        print(p.trace())
+    if args.ops:
+        print(p.ops_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="membptt", description="Memory-efficient backpropagation through time")
+    parser.add_argument("--version", action="version", version=f"membptt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_plan_parser(sub)
+    try:
+        from .measure.cli import add_bench_parser
+    except ImportError:  # the measurement module needs torch
+        add_bench_parser = None
+    if add_bench_parser is not None:
+        add_bench_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "plan":
+            return _run_plan(args)
+        if args.command == "bench":
+            from .measure.cli import run_bench
+
+            return run_bench(args)
+    except ValueError as e:
+        print(f"membptt: error: {e}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

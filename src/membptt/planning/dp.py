@@ -1,0 +1,298 @@
+"""Exact dynamic programs of Gruslys et al. (2016): BPTT-HSM, BPTT-ISM and BPTT-MSM.
+
+One engine covers all three. A sub-problem is "backpropagate ``t`` steps starting from a stored
+state, with ``m`` units of memory that include the start state's slot" (for ISM the start state
+is free and ``m`` counts internal-state slots; the recursion is the same). Its first action is
+one of
+
+* **hidden push at y** (``1 <= y < t``): a run of ``y`` graph-free forwards, store ``h_y``; solve
+  the right part (``t - y`` steps from ``h_y``) with ``m - 1``; drop ``h_y``; solve the left part
+  (``y`` steps) with ``m``::
+
+      Q1(t, m, y) = run(y) + C(t - y, m - 1) + C(y, m)
+
+* **internal push at y** (``1 <= y < t``): a run of ``y - 1`` graph-free forwards, a forward with
+  graph storing ``I_y`` (``beta`` units when ``y = 1``, since its input is the stored start
+  state, else ``alpha``); solve the right part with ``m - size``; backward ``y``; drop ``I_y``;
+  solve the left part (``y - 1`` steps) with ``m``::
+
+      Q2(t, m, y) = run(y - 1) + g + C(y - 1, m) + C(t - y, m - size(y))
+
+* **end** (``y = t``): a run of ``t - 1`` forwards and step ``t`` into the working core, which is
+  backpropagated at once and costs no memory; then the left part (``t - 1`` steps) with ``m``.
+  This is the paper's internal push at ``y = t`` ("consumed at once by the working core") and,
+  for HSM, its ``C(t, 1) = t(t+1)/2`` / ``C(1, m) = 1`` boundary.
+
+Boundaries: ``C(0, m) = 0``, ``C(t >= 1, m <= 0) = inf``. With unit costs (``run(k) = k``,
+``g = 1``) the recursions are exactly PAPER.md's (2)-(4) and reproduce all of its tables.
+
+**Ties** are broken by one deterministic rule: least cost; then hidden push before internal
+push before end; then smallest ``y``.
+
+**Speed, exactly.** Scanning every ``y`` costs ``O(T^2 M)``. The compiled core
+(``_dpcore.c``) uses that ``Q = A(y) + B(t - y)`` with ``A`` nondecreasing and ``B(t - y)``
+nonincreasing in ``y`` whenever the table columns involved are nondecreasing in ``t`` (checked
+exactly, per column, while the table is built): ``A(a) + B(t - b)`` then bounds ``Q`` from below
+on ``[a, b]`` and a left-first interval search prunes everything that cannot win, tie-break
+included. The result equals the full scan (tests compare both); the numpy fallback (used when
+the core is not built) is the plain full scan.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .costs import UNIT_COSTS, CostModel
+
+END, HIDDEN, INTERNAL = 0, 1, 2
+KIND_NAMES = {END: "end", HIDDEN: "hidden", INTERNAL: "internal"}
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Family:
+    """Which pushes a DP may use and their sizes in memory units."""
+
+    hidden: bool
+    internal: bool
+    alpha: int = 1  # units of an internal push at y > 1
+    beta: int = 1  # units of an internal push at y = 1
+    name: str = ""
+
+    def cap(self, t: int) -> int:
+        """Memory beyond which more memory changes nothing for ``t`` steps (exact)."""
+        unit = max(1 if self.hidden else 0, self.alpha if self.internal else 0)
+        return 1 + unit * max(t - 1, 0)
+
+
+def hsm_family() -> Family:
+    return Family(hidden=True, internal=False, name="hsm")
+
+
+def ism_family() -> Family:
+    return Family(hidden=False, internal=True, alpha=1, beta=1, name="ism")
+
+
+def msm_family(alpha: int, beta: int | None = None) -> Family:
+    return Family(hidden=True, internal=True, alpha=int(alpha),
+                  beta=int(alpha if beta is None else beta), name="msm")
+
+
+class Table:
+    """``C[t, m]`` (cost of the forward part), ``kind[t, m]`` and ``y[t, m]`` for
+    ``0 <= t <= T``, ``0 <= m <= M``; lookups beyond ``M`` are clamped (exact, see Family.cap)."""
+
+    def __init__(self, family: Family, costs: CostModel, C, kind, y, evals: int):
+        self.family, self.costs = family, costs
+        self.C, self.kind, self.y = C, kind, y
+        self.T, self.M = C.shape[0] - 1, C.shape[1] - 1
+        self.evals = evals
+
+    def covers(self, t: int, m: int) -> bool:
+        return t <= self.T and (m <= self.M or self.M >= self.family.cap(self.T))
+
+    def _m(self, m: int) -> int:
+        return min(m, self.M)
+
+    def cost(self, t: int, m: int) -> float:
+        if t == 0:
+            return 0.0
+        if m <= 0:
+            return INF
+        return float(self.C[t, self._m(m)])
+
+    def choice(self, t: int, m: int) -> tuple[int, int]:
+        """(kind, y) of the first action for ``t`` steps with ``m`` units."""
+        mm = self._m(m)
+        return int(self.kind[t, mm]), int(self.y[t, mm])
+
+
+def _run_vec(costs: CostModel, k):
+    k = np.asarray(k, dtype=np.float64)
+    return np.where(k > 0, costs.run_fixed + k * costs.run_per_step, 0.0)
+
+
+def _load_core():
+    """The compiled DP core (built by ``pip install``), or None."""
+    import ctypes
+    import importlib.machinery
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_dpcore{suffix}"
+        if path.exists():
+            lib = ctypes.CDLL(str(path))
+            fn = lib.membptt_dp_solve
+            fn.restype = ctypes.c_long
+            ptr = np.ctypeslib.ndpointer
+            fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double, ctypes.c_double,
+                           ctypes.c_double, ctypes.c_int, ctypes.c_int, ctypes.c_long,
+                           ctypes.c_long, ctypes.c_long, ctypes.c_int,
+                           ptr(np.float64, flags="C"), ptr(np.int8, flags="C"),
+                           ptr(np.int32, flags="C"), ptr(np.int64, flags="C")]
+            return fn
+    return None
+
+
+_CORE = _load_core()
+
+
+def backend() -> str:
+    """"c" when the compiled core is available, else "numpy" (exact too, much slower)."""
+    return "c" if _CORE is not None else "numpy"
+
+
+def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
+          reference: bool = False, use: str | None = None) -> Table:
+    """Build the exact DP table for ``t <= T`` and ``m <= M`` (see the module docstring).
+
+    ``reference=True`` disables the bound-based pruning (full scan of every ``y``); ``use``
+    forces ``"c"`` or ``"numpy"``.
+    """
+    T = int(T)
+    M = max(1, int(min(M, family.cap(T))))
+    use = use or backend()
+    if use == "c" and _CORE is None:
+        raise RuntimeError("the compiled DP core is not built (reinstall membptt with a C compiler)")
+    cap_unit = max(1 if family.hidden else 0, family.alpha if family.internal else 0)
+    if use == "c":
+        Cm = np.empty((M + 1, T + 1))
+        Km = np.empty((M + 1, T + 1), dtype=np.int8)
+        Ym = np.empty((M + 1, T + 1), dtype=np.int32)
+        mono = np.empty(M + 1, dtype=np.int64)
+        evals = _CORE(T, M, float(costs.run_fixed), float(costs.run_per_step),
+                      float(costs.forward_graph), int(family.hidden), int(family.internal),
+                      int(family.alpha), int(family.beta), cap_unit, int(reference),
+                      Cm, Km, Ym, mono)
+        return Table(family, costs, Cm.T, Km.T, Ym.T, evals)
+    return _solve_numpy(T, M, family, costs)
+
+
+def _solve_numpy(T: int, M: int, family: Family, costs: CostModel) -> Table:
+    """Full scan over y, vectorised over m with array slices (exact; O(T^2 M))."""
+    C = np.full((T + 1, M + 1), INF)
+    C[0, :] = 0.0
+    kind = np.zeros((T + 1, M + 1), dtype=np.int8)
+    ych = np.zeros((T + 1, M + 1), dtype=np.int32)
+    g = float(costs.forward_graph)
+    a, b = family.alpha, family.beta
+    evals = 0
+    if T >= 1:
+        C[1, 1:] = g
+        ych[1, 1:] = 1
+    for t in range(2, T + 1):
+        # end (y = t)
+        bestc = _run_vec(costs, t - 1) + g + C[t - 1, 1:]
+        ck = np.full(M, END, dtype=np.int8)
+        cy = np.full(M, t, dtype=np.int32)
+        cands = []
+        ys = np.arange(1, t)
+        if family.hidden and M >= 2:
+            # Q1[y, m] = run(y) + C[y, m] + C[t - y, m - 1], m = 2..M
+            q = _run_vec(costs, ys)[:, None] + C[1:t, 2:] + C[t - 1 : 0 : -1, 1:M]
+            cands.append((HIDDEN, 2, q, 1))
+        if family.internal and M - b >= 1:
+            q = g + C[t - 1, 1 : M - b + 1][None, :]
+            cands.append((INTERNAL, 1 + b, q, 1))
+        if family.internal and t >= 3 and M - a >= 1:
+            # Q2[y, m] = run(y-1) + g + C[y-1, m] + C[t-y, m-a], y = 2..t-1, m = a+1..M
+            q = (_run_vec(costs, ys[1:] - 1)[:, None] + g + C[1 : t - 1, a + 1 :]
+                 + C[t - 2 : 0 : -1, 1 : M - a + 1])
+            cands.append((INTERNAL, 1 + a, q, 2))
+        best = np.full(M, INF)
+        for knd, m0, q, ylo in cands:
+            evals += q.size
+            j = np.argmin(q, axis=0)
+            qv = q[j, np.arange(q.shape[1])]
+            sl = slice(m0 - 1, M)
+            better = qv < best[sl]
+            best[sl] = np.where(better, qv, best[sl])
+            ck[sl] = np.where(better, knd, ck[sl])
+            cy[sl] = np.where(better, ylo + j, cy[sl])
+        take_end = bestc < best
+        C[t, 1:] = np.where(take_end, bestc, best)
+        kind[t, 1:] = np.where(take_end, END, ck)
+        ych[t, 1:] = np.where(take_end, t, cy)
+    return Table(family, costs, C, kind, ych, evals)
+
+
+def solve_reference(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS) -> Table:
+    """The same DP with a full scan over ``y`` in every cell (no pruning)."""
+    return solve(T, M, family, costs, reference=True)
+
+
+# -- memoised tables -------------------------------------------------------------------------
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def table(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS) -> Table:
+    """A table covering ``(t, m)``, shared between plans of the same family and time costs."""
+    key = (family, costs.time_key())
+    with _LOCK:
+        tab = _CACHE.get(key)
+        if tab is not None and tab.covers(t, m):
+            return tab
+        T = max(t, tab.T if tab else 0)
+        M = max(min(m, family.cap(T)), tab.M if tab else 0)
+        tab = solve(T, M, family, costs)
+        _CACHE[key] = tab
+        return tab
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def cost(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS) -> float:
+    """The optimal forward cost ``C(t, m)`` (``inf`` when infeasible)."""
+    if t == 0:
+        return 0.0
+    if m <= 0:
+        return INF
+    return table(t, m, family, costs).cost(t, m)
+
+
+def c_hsm(t: int, m: int) -> int:
+    return int(cost(t, m, hsm_family()))
+
+
+def c_ism(t: int, m: int) -> float:
+    return cost(t, m, ism_family())
+
+
+def c_msm(t: int, m: int, alpha: int, beta: int | None = None) -> float:
+    return cost(t, m, msm_family(alpha, beta))
+
+
+# -- closed forms ------------------------------------------------------------------------------
+
+def _binom(n: int, k: int) -> int:
+    from math import comb
+
+    return comb(n, k) if 0 <= k <= n else 0
+
+
+def c_hsm_closed(t: int, m: int) -> int:
+    """PAPER.md (2): with r = min{r >= 0 : binom(m + r, m) >= t}, C = (r+1) t - binom(m+r, m+1)."""
+    if t < 0 or m < 1:
+        raise ValueError(f"closed form needs t >= 0 and m >= 1, got t={t}, m={m}")
+    if t == 0:
+        return 0
+    r = 0
+    while _binom(m + r, m) < t:
+        r += 1
+    return (r + 1) * t - _binom(m + r, m + 1)
+
+
+def c_ism_closed(t: int, m: int) -> int:
+    """PAPER.md (3): C_ISM(t, m) = C_HSM(t + 1, m) - (t + 1)."""
+    if t == 0:
+        return 0
+    return c_hsm_closed(t + 1, m) - (t + 1)

@@ -1,0 +1,189 @@
+"""``membptt.plan``: one entry point for every strategy, returning a simulated :class:`Plan`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import strategies as S
+from .budget import VALID_FORMS, Budget, resolve
+from .costs import UNIT_COSTS, CostModel
+from .ops import format_ops, paper_trace
+from .simulate import SimResult, simulate_ops
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled, validated plan: the ops plus what the simulator measured of them."""
+
+    strategy: str
+    seq_len: int
+    ops: tuple
+    alpha: int | None
+    beta: int | None
+    count_initial: bool
+    costs: CostModel
+    budget: Budget | None
+    sim: SimResult
+    info: dict = field(default_factory=dict)
+
+    # counts and predictions (from the simulator) -------------------------------------------
+    @property
+    def forward_ops(self) -> int:
+        return self.sim.forward_ops
+
+    @property
+    def backward_ops(self) -> int:
+        return self.sim.backward_ops
+
+    @property
+    def graph_forwards(self) -> int:
+        return self.sim.graph_forwards
+
+    @property
+    def peak_memory(self):
+        """Peak memory in hidden-state units (the paper's accounting for this strategy)."""
+        return self.sim.peak_units
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """Predicted peak bytes held by the plan beyond h_0 (None without state sizes)."""
+        return self.sim.peak_bytes
+
+    @property
+    def forward_cost(self) -> float:
+        return self.sim.forward_cost
+
+    @property
+    def predicted_cost(self) -> float:
+        """Forward cost plus ``seq_len * costs.backward`` under ``self.costs``."""
+        return self.sim.predicted_cost
+
+    @property
+    def cost_per_step(self) -> float:
+        """The paper's C/t: forward operations per step."""
+        return self.forward_ops / self.seq_len
+
+    @property
+    def memory(self) -> int | None:
+        return self.budget.units if self.budget else None
+
+    def trace(self) -> str:
+        """Execution order in the style of the paper's Fig. 3."""
+        return paper_trace(self.ops)
+
+    def ops_text(self) -> str:
+        return format_ops(self.ops)
+
+    def to_dict(self, with_ops: bool = False) -> dict:
+        d = {
+            "strategy": self.strategy,
+            "seq_len": self.seq_len,
+            "memory": self.memory,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "budget": self.budget.to_dict() if self.budget else None,
+            "forward_ops": self.forward_ops,
+            "backward_ops": self.backward_ops,
+            "graph_forwards": self.graph_forwards,
+            "peak_memory": self.peak_memory,
+            "peak_bytes": self.peak_bytes,
+            "cost_per_step": self.cost_per_step,
+            "forward_cost": self.forward_cost,
+            "predicted_cost": self.predicted_cost,
+            "counts_initial_state": self.count_initial,
+            "costs": self.costs.to_dict(),
+            "info": self.info,
+        }
+        if with_ops:
+            d["ops"] = self.ops_text()
+        return d
+
+    def __str__(self) -> str:
+        mem = "" if self.budget is None else f", budget {self.budget.units} units"
+        return (f"Plan({self.strategy}, T={self.seq_len}{mem}: {self.forward_ops} forwards, "
+                f"{self.backward_ops} backwards, peak {self.peak_memory} units"
+                + (f" / {self.peak_bytes} B" if self.peak_bytes is not None else "") + ")")
+
+
+def _int_param(name: str, value, *, allow_none: bool, minimum: int = 1):
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} is required")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(math.ceil(value))  # real size ratios are rounded up (PAPER.md section 1)
+
+
+def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
+         costs: CostModel | None = None, **options) -> Plan:
+    """Compile a plan for ``seq_len`` steps under a memory budget.
+
+    Args:
+        strategy: a registered name (``membptt.STRATEGIES``): full, hsm, ism, msm, chen,
+            chen-recursive, recompute-all, ...
+        seq_len: number of time steps T >= 1.
+        memory: budget in hidden-state units (int), bytes (``"512MiB"``) or a fraction of the
+            full-cache memory (``"5%"``); optional for full, chen, chen-recursive and
+            recompute-all. See :mod:`membptt.planning.budget`.
+        alpha: internal-state size in hidden-state units (>= 1; real ratios are rounded up).
+            Defaults to the ratio of ``costs``' sizes when it has them.
+        beta: size of an internal state whose input state is stored (1 <= beta <= alpha);
+            None disables the beta form.
+        costs: a :class:`CostModel` (``membptt.probe`` measures one); defaults to unit costs,
+            under which the DP strategies reproduce the paper's ``C(t, m)``.
+
+    Raises ValueError naming the bad value and what is valid.
+    """
+    strat = S.get(strategy)
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
+    costs = UNIT_COSTS if costs is None else costs
+    if not isinstance(costs, CostModel):
+        raise ValueError(f"costs must be a membptt.CostModel, got {type(costs).__name__}")
+    if alpha is None and costs.has_sizes:
+        alpha = costs.alpha_units()
+        if beta is None and costs.beta_bytes is not None:
+            beta = costs.beta_units()
+    alpha = _int_param("alpha", alpha, allow_none=True)
+    beta = _int_param("beta", beta, allow_none=True)
+    if beta is not None:
+        if alpha is None:
+            raise ValueError(f"beta={beta} needs alpha as well")
+        if beta > alpha:
+            raise ValueError(f"beta must be <= alpha (a stored input makes an internal state "
+                             f"smaller, not larger), got beta={beta} > alpha={alpha}")
+    needs_alpha = strat.needs_alpha or (isinstance(memory, str) and memory.strip().endswith("%")
+                                        and not costs.has_sizes)
+    if alpha is None and needs_alpha:
+        raise ValueError(f"strategy {strategy!r} needs alpha (internal-state size in "
+                         "hidden-state units): pass alpha=... or costs with state sizes")
+    budget = None
+    units = None
+    if memory is None:
+        if strat.needs_memory:
+            raise ValueError(f"strategy {strategy!r} needs a memory budget ({VALID_FORMS})")
+    else:
+        budget = resolve(memory, seq_len=seq_len, alpha=alpha, hidden_bytes=costs.hidden_bytes,
+                         internal_bytes=costs.internal_bytes, count_initial=strat.count_initial)
+        units = budget.units
+        minimum = strat.min_memory(seq_len, alpha, beta)
+        if units < minimum:
+            raise ValueError(
+                f"memory budget {memory!r} ({units} units) is below the minimum of strategy "
+                f"{strategy!r} for seq_len={seq_len}"
+                + (f", alpha={alpha}" if alpha is not None else "")
+                + (f", beta={beta}" if beta is not None else "")
+                + f": {minimum} units")
+    req = S.Request(seq_len, units, alpha, beta, costs, dict(options))
+    ops, info = strat.build(req)
+    sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
+                       count_initial=strat.count_initial, costs=costs)
+    if units is not None and sim.peak_units > units:  # a planner bug, never a user error
+        raise AssertionError(f"{strategy} plan exceeds its budget: {sim.peak_units} > {units}")
+    return Plan(strategy, seq_len, tuple(ops), alpha, beta, strat.count_initial, costs, budget,
+                sim, info)
+
