@@ -4,14 +4,13 @@
  * (M+1) x (T+1), indexed [m * (T+1) + t] (one column per memory size, contiguous in t).
  *
  * Exactness. For a cell (t, m) each push kind minimises Q(y) = A(y) + B(t - y) over a range of
- * y, where A(y) = run(left) [+ g] + C(left, m) and B(z) = C(z, m - size). When the table columns
- * used are nondecreasing in t (checked exactly, per column, as the table is built), A is
- * nondecreasing and B(t - y) nonincreasing in y, so A(a) + B(t - b) is a lower bound of Q on
- * [a, b]. A depth-first search (left half first) prunes every interval whose bound cannot beat
+ * y, where A(y) = run(left) [+ g] + C(left, m) and B(z) = C(z, m - size). With dA, dB the least
+ * increments of the two columns over the ranges involved (kept as suffix minima while the table
+ * is built), A(a) + B(t - b) + (b - a) min(dA, dB) is a lower bound of Q on [a, b], whatever the
+ * shape of the columns. A depth-first search (left half first) prunes every interval whose bound cannot beat
  * the best value found so far (ties lose: earlier candidates win them) or exceeds an upper bound
  * U known to be >= the optimum (U comes from re-evaluating the previous row's choice). Nothing
  * that could be optimal is pruned, so the result equals the full scan, tie-break included.
- * Where a column is not monotone the bound is not used (full scan of that range).
  */
 #include <math.h>
 #include <stdint.h>
@@ -25,8 +24,9 @@ typedef struct {
     long T1; /* T + 1 */
     double fixed, per, g;
     const double *C;
-    const int64_t *mono; /* mono[m] = largest t' with column m nondecreasing on [0, t'] */
+    const double *smin; /* smin[m][s] = min of the increments C(s'+1, m) - C(s', m), s' >= s */
     int reference;
+    double eps; /* 0 for integer costs (all sums exact); a relative margin otherwise */
     long evals;
 } ctx_t;
 
@@ -39,10 +39,26 @@ static inline double qval(const ctx_t *x, long t, long m, long size, int shift, 
     return a + x->C[(m - size) * x->T1 + (t - y)];
 }
 
+/* Lower bound of Q on [a, b]. A(y) >= A(a) + (y - a) dA and B(t - y) >= B(t - b) + (b - y) dB,
+   where dA, dB are the least increments of the two columns over the ranges involved (suffix
+   minima: valid, if weaker, bounds), so Q(y) >= A(a) + B(t - b) + (b - a) min(dA, dB). */
+static inline double lower_bound(const ctx_t *x, long t, long m, long size, int shift, long a,
+                                 long b) {
+    long la = a - shift;
+    double lb = run_cost(x, la) + (shift ? x->g : 0.0) + x->C[m * x->T1 + la] +
+                x->C[(m - size) * x->T1 + (t - b)];
+    if (b > a) {
+        double dA = x->per + x->smin[m * x->T1 + la];
+        double dB = x->smin[(m - size) * x->T1 + (t - b)];
+        lb += (double)(b - a) * (dA < dB ? dA : dB);
+    }
+    return lb;
+}
+
 /* Minimise over y in [lo, hi]; updates *best / *by / *bk with strict improvements only. */
 static void search(ctx_t *x, long t, long m, long size, int shift, int kind, long lo, long hi,
                    double U, double *best, long *by, int *bk) {
-    int bounded = !x->reference && x->mono[m] >= hi - shift && x->mono[m - size] >= t - lo;
+    int bounded = !x->reference;
     long stack_a[128], stack_b[128];
     int sp = 0;
     stack_a[sp] = lo; stack_b[sp] = hi; sp++;
@@ -50,9 +66,10 @@ static void search(ctx_t *x, long t, long m, long size, int shift, int kind, lon
         sp--;
         long a = stack_a[sp], b = stack_b[sp];
         if (bounded) {
-            long la = a - shift;
-            double lb = run_cost(x, la) + (shift ? x->g : 0.0) + x->C[m * x->T1 + la] +
-                        x->C[(m - size) * x->T1 + (t - b)];
+            double lb = lower_bound(x, t, m, size, shift, a, b);
+            /* a relative margin keeps the pruning conservative under floating-point rounding
+               (exact for integer costs; measured costs are floats) */
+            lb -= x->eps * (fabs(lb) + 1.0);
             if (lb > U || lb >= *best) continue;
         }
         if (b - a < LEAF || !bounded) {
@@ -73,12 +90,13 @@ static void search(ctx_t *x, long t, long m, long size, int shift, int kind, lon
 /* Returns the number of Q evaluations. cap_unit: see Family.cap (1 + cap_unit * (t - 1)). */
 long membptt_dp_solve(long T, long M, double fixed, double per, double g, int hidden,
                       int internal, long alpha, long beta, long cap_unit, int reference,
-                      double *C, int8_t *kind, int32_t *ych, int64_t *mono) {
-    ctx_t x = {T + 1, fixed, per, g, C, mono, reference, 0};
+                      double eps,
+                      double *C, int8_t *kind, int32_t *ych, double *smin) {
+    ctx_t x = {T + 1, fixed, per, g, C, smin, reference, eps, 0};
     long T1 = T + 1;
     for (long m = 0; m <= M; m++) {
         C[m * T1] = 0.0; kind[m * T1] = END; ych[m * T1] = 0;
-        mono[m] = 0;
+        for (long t = 0; t <= T; t++) smin[m * T1 + t] = INFINITY;
         for (long t = 1; t <= T; t++) {
             long i = m * T1 + t;
             if (m == 0) { C[i] = INFINITY; kind[i] = END; ych[i] = 0; continue; }
@@ -91,31 +109,44 @@ long membptt_dp_solve(long T, long M, double fixed, double per, double g, int hi
             } else {
                 double q_end = run_cost(&x, t - 1) + g + C[m * T1 + t - 1];
                 double U = q_end;
-                /* warm start: the previous row's choice, and its y + 1, as upper bounds */
-                int pk = kind[i - 1];
-                long py = ych[i - 1];
-                for (long d = 0; d <= 1; d++) {
-                    long y = py + d;
-                    if (pk == HIDDEN && hidden && m - 1 >= 1 && y >= 1 && y <= t - 1) {
-                        double q = qval(&x, t, m, 1, 0, y); if (q < U) U = q;
-                    } else if (pk == INTERNAL && internal && y >= 2 && y <= t - 1 && m - alpha >= 1) {
-                        double q = qval(&x, t, m, alpha, 1, y); if (q < U) U = q;
+                /* warm start: re-evaluate the choices of the neighbouring cells (t-1, m) and
+                   (t, m-1), and their neighbours in y, as upper bounds of the optimum */
+                if (internal && m - beta >= 1) {
+                    double q = g + C[(m - beta) * T1 + t - 1]; if (q < U) U = q;
+                }
+                for (int nb = 0; nb < 2; nb++) {
+                    long j = nb == 0 ? i - 1 : (m >= 2 ? i - T1 : -1);
+                    if (j < 0) continue;
+                    int pk = kind[j];
+                    for (long d = -1; d <= 1; d++) {
+                        long y = (long)ych[j] + d;
+                        if (pk == HIDDEN && hidden && m - 1 >= 1 && y >= 1 && y <= t - 1) {
+                            double q = qval(&x, t, m, 1, 0, y); if (q < U) U = q;
+                        } else if (pk == INTERNAL && internal && y >= 2 && y <= t - 1 && m - alpha >= 1) {
+                            double q = qval(&x, t, m, alpha, 1, y); if (q < U) U = q;
+                        }
                     }
                 }
+                /* every step needs one forward with its graph: no plan beats t * g */
+                double floor_cost = (double)t * g;
                 double best = INFINITY; long by = t; int bk = END;
-                if (hidden && m - 1 >= 1)
+                if (hidden && m - 1 >= 1 && U > floor_cost)
                     search(&x, t, m, 1, 0, HIDDEN, 1, t - 1, U, &best, &by, &bk);
                 if (internal && m - beta >= 1) {
                     double q = g + C[(m - beta) * T1 + t - 1];
                     x.evals++;
                     if (q < best) { best = q; by = 1; bk = INTERNAL; }
                 }
-                if (internal && t >= 3 && m - alpha >= 1)
+                if (internal && t >= 3 && m - alpha >= 1 && best > floor_cost)
                     search(&x, t, m, alpha, 1, INTERNAL, 2, t - 1, U, &best, &by, &bk);
                 if (q_end < best) { best = q_end; by = t; bk = END; }
                 C[i] = best; kind[i] = (int8_t)bk; ych[i] = (int32_t)by;
             }
-            if (mono[m] == t - 1 && C[i] >= C[i - 1]) mono[m] = t;
+            /* suffix minima of the increments, updated for the new increment at t - 1 */
+            if (m >= 1) {
+                double d = C[i] - C[i - 1];
+                for (long s = t - 1; s >= 0 && smin[m * T1 + s] > d; s--) smin[m * T1 + s] = d;
+            }
         }
     }
     return x.evals;

@@ -30,10 +30,10 @@ Boundaries: ``C(0, m) = 0``, ``C(t >= 1, m <= 0) = inf``. With unit costs (``run
 push before end; then smallest ``y``.
 
 **Speed, exactly.** Scanning every ``y`` costs ``O(T^2 M)``. The compiled core
-(``_dpcore.c``) uses that ``Q = A(y) + B(t - y)`` with ``A`` nondecreasing and ``B(t - y)``
-nonincreasing in ``y`` whenever the table columns involved are nondecreasing in ``t`` (checked
-exactly, per column, while the table is built): ``A(a) + B(t - b)`` then bounds ``Q`` from below
-on ``[a, b]`` and a left-first interval search prunes everything that cannot win, tie-break
+(``_dpcore.c``) bounds ``Q = A(y) + B(t - y)`` from below on an interval ``[a, b]`` by
+``A(a) + B(t - b) + (b - a) min(dA, dB)``, with ``dA``, ``dB`` the least increments of the two
+table columns over the ranges involved (suffix minima kept while the table is built; valid for
+any column shape), and a left-first interval search prunes everything that cannot win, tie-break
 included. The result equals the full scan (tests compare both); the numpy fallback (used when
 the core is not built) is the plain full scan.
 """
@@ -131,9 +131,9 @@ def _load_core():
             ptr = np.ctypeslib.ndpointer
             fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double, ctypes.c_double,
                            ctypes.c_double, ctypes.c_int, ctypes.c_int, ctypes.c_long,
-                           ctypes.c_long, ctypes.c_long, ctypes.c_int,
+                           ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_double,
                            ptr(np.float64, flags="C"), ptr(np.int8, flags="C"),
-                           ptr(np.int32, flags="C"), ptr(np.int64, flags="C")]
+                           ptr(np.int32, flags="C"), ptr(np.float64, flags="C")]
             return fn
     return None
 
@@ -160,14 +160,17 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
         raise RuntimeError("the compiled DP core is not built (reinstall membptt with a C compiler)")
     cap_unit = max(1 if family.hidden else 0, family.alpha if family.internal else 0)
     if use == "c":
+        # integer costs keep every sum exact: prune ties exactly; otherwise keep a margin
+        integer_costs = all(float(v).is_integer() and abs(v) < 2**40
+                            for v in (costs.run_fixed, costs.run_per_step, costs.forward_graph))
         Cm = np.empty((M + 1, T + 1))
         Km = np.empty((M + 1, T + 1), dtype=np.int8)
         Ym = np.empty((M + 1, T + 1), dtype=np.int32)
-        mono = np.empty(M + 1, dtype=np.int64)
+        smin = np.empty((M + 1, T + 1))
         evals = _CORE(T, M, float(costs.run_fixed), float(costs.run_per_step),
                       float(costs.forward_graph), int(family.hidden), int(family.internal),
                       int(family.alpha), int(family.beta), cap_unit, int(reference),
-                      Cm, Km, Ym, mono)
+                      0.0 if integer_costs else 1e-9, Cm, Km, Ym, smin)
         return Table(family, costs, Cm.T, Km.T, Ym.T, evals)
     return _solve_numpy(T, M, family, costs)
 
