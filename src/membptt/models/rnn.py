@@ -1,0 +1,139 @@
+"""LSTM and GRU language-model steps with a per-step loss and a fused graph-free advance."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RNNLanguageModel", "LSTMLanguageModel", "GRULanguageModel"]
+
+_CELLS = {"lstm": (nn.LSTMCell, nn.LSTM), "gru": (nn.GRUCell, nn.GRU)}
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+class RNNLanguageModel(nn.Module):
+    """One step of a recurrent language model, usable as the ``step`` of ``membptt.bptt``.
+
+    ``model(state, (x_t, y_t)) -> (new_state, loss_t)``: input (token ids ``(B,)`` through an
+    ``nn.Embedding`` when ``embed=True``, else dense features ``(B, input_size)``), dropout,
+    the cell (``nn.LSTMCell``: state ``(h, c)``; ``nn.GRUCell``: state ``h``), dropout, a linear
+    head and ``cross_entropy(..., reduction="sum")`` against the targets ``y_t`` ``(B,)``.
+
+    ``advance(state, (xs, ys), need_loss)`` runs ``len(xs)`` steps without a graph in one fused
+    ``nn.LSTM`` / ``nn.GRU`` call per chunk of ``fused_chunk`` steps (the fused module shares
+    the cell's parameter tensors; it is not a registered submodule, so ``parameters()`` and
+    ``state_dict()`` are the cell's). Its transient memory is about ``fused_chunk`` steps of
+    gate pre-activations and outputs. It is exact only without active dropout:
+    ``deterministic`` says so, and the executor uses ``advance`` only then.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
+                 embed: bool = False, dropout: float = 0.0, fused_chunk: int = 16):
+        super().__init__()
+        if cell not in _CELLS:
+            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(fused_chunk, int) or fused_chunk < 1:
+            raise ValueError(f"fused_chunk must be an integer >= 1, got {fused_chunk!r}")
+        self.kind = cell
+        self.input_size, self.hidden_size, self.vocab_size = input_size, hidden_size, vocab_size
+        self.dropout = float(dropout)
+        self.fused_chunk = fused_chunk
+        self.embedding = nn.Embedding(vocab_size, input_size) if embed else None
+        cell_cls, fused_cls = _CELLS[cell]
+        self.cell = cell_cls(input_size, hidden_size)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        # the fused module lives outside the module tree (a list hides it from nn.Module)
+        self._fused = [fused_cls(input_size, hidden_size)]
+        self._sync_fused()
+
+    # -- protocol for membptt.bptt ---------------------------------------------------------
+    @property
+    def deterministic(self) -> bool:
+        """True when a step consumes no random numbers (no active dropout)."""
+        return not (self.training and self.dropout > 0.0)
+
+    def initial_state(self, batch: int, *, device=None, dtype=None):
+        w = self.cell.weight_hh
+        z = torch.zeros(batch, self.hidden_size, device=device or w.device,
+                        dtype=dtype or w.dtype)
+        return (z, z.clone()) if self.kind == "lstm" else z
+
+    def forward(self, state, x_t):
+        x, y = x_t
+        if self.embedding is not None:
+            x = self.embedding(x)
+        if self.dropout > 0.0:
+            x = F.dropout(x, self.dropout, self.training)
+        state = self.cell(x, state)
+        h = state[0] if self.kind == "lstm" else state
+        if self.dropout > 0.0:
+            h = F.dropout(h, self.dropout, self.training)
+        loss = F.cross_entropy(self.head(h), y, reduction="sum")
+        return state, loss
+
+    def _sync_fused(self):
+        fused = self._fused[0]
+        for src, dst in zip(_WEIGHTS, fused._flat_weights_names):
+            p = getattr(self.cell, src)
+            if fused._parameters.get(dst) is not p:
+                setattr(fused, dst, p)
+        return fused
+
+    @torch.no_grad()
+    def advance(self, state, xs, need_loss: bool = False):
+        """``len(xs)`` graph-free steps; returns ``(state, summed loss or None)``."""
+        if not self.deterministic:
+            raise RuntimeError("advance() is exact only without active dropout "
+                               "(call .eval() or use dropout=0)")
+        x, y = xs
+        fused = self._sync_fused()
+        lstm = self.kind == "lstm"
+        if lstm:
+            h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
+        else:
+            h = state.unsqueeze(0)
+        total = None
+        n = x.shape[0]
+        with warnings.catch_warnings():
+            # non-contiguous weights on CUDA: cuDNN copies them, correct but warns every call
+            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+            for s in range(0, n, self.fused_chunk):
+                xc = x[s:s + self.fused_chunk]
+                if self.embedding is not None:
+                    xc = self.embedding(xc)
+                if lstm:
+                    out, (h, c) = fused(xc, (h, c))
+                else:
+                    out, h = fused(xc, h)
+                if need_loss:
+                    logits = self.head(out)
+                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           y[s:s + self.fused_chunk].reshape(-1),
+                                           reduction="sum")
+                    total = loss if total is None else total + loss
+                del out
+        state = (h[0], c[0]) if lstm else h[0]
+        return state, total
+
+    def extra_repr(self) -> str:
+        return (f"dropout={self.dropout}, fused_chunk={self.fused_chunk}, "
+                f"embed={self.embedding is not None}")
+
+
+class LSTMLanguageModel(RNNLanguageModel):
+    """``nn.LSTMCell`` language-model step; state ``(h, c)``; fused advance via ``nn.LSTM``."""
+
+    def __init__(self, input_size: int, hidden_size: int, vocab_size: int, **kw):
+        super().__init__("lstm", input_size, hidden_size, vocab_size, **kw)
+
+
+class GRULanguageModel(RNNLanguageModel):
+    """``nn.GRUCell`` language-model step; state ``h``; fused advance via ``nn.GRU``."""
+
+    def __init__(self, input_size: int, hidden_size: int, vocab_size: int, **kw):
+        super().__init__("gru", input_size, hidden_size, vocab_size, **kw)
