@@ -1,0 +1,224 @@
+"""One benchmark point: several methods on one workload, measured in one process.
+
+:func:`run_point` does, in this order, for the methods that are still healthy:
+
+1. ``prepare`` every method (planning and probing are not timed);
+2. gradient check: one iteration of ``full`` on the batch gives the reference gradients; one
+   iteration of every method gives ``grad_error`` (see :func:`grad_error`) and ``loss``;
+3. memory pass (separate from timing): one iteration per method under the live-tensor tracker
+   (``peak_bytes``), then on CUDA one more without the tracker for ``cuda_peak_bytes``;
+4. RSS pass: one fresh subprocess per method (``rss_peak_bytes``, ``rss_baseline_bytes``; see
+   :mod:`membptt.measure.rss`);
+5. timing: ``warmup`` untimed rounds, then ``repeats`` rounds, methods interleaved.
+
+A failing method gets ``status`` ``oom`` (out of memory), ``infeasible`` (e.g. a budget below
+the strategy's minimum) or ``error`` (anything else: a bug) and a ``message``; the others go on.
+"""
+
+from __future__ import annotations
+
+import gc
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+from .memory import cuda_peak, tracked_peak
+from .methods import Infeasible, Method, get_method
+from .rss import measure_rss
+from .timing import time_interleaved
+from .workload import Workload, WorkloadConfig, make_workload
+
+__all__ = ["BenchConfig", "run_point", "grad_error", "classify_exception", "EXIT_OK",
+           "EXIT_ERROR"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+@dataclass
+class BenchConfig:
+    methods: list[str]
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    options: dict = field(default_factory=dict)  # memory, alpha, beta, segments
+    repeats: int = 5
+    warmup: int = 1
+    grad_check: bool = True
+    track_memory: bool = True
+    rss: bool = True
+    threads: int | None = None
+
+
+def classify_exception(exc: BaseException) -> str:
+    """``oom`` for out-of-memory, ``infeasible`` for an impossible point, else ``error``."""
+    if isinstance(exc, Infeasible):
+        return "infeasible"
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), MemoryError) if t)
+    if isinstance(exc, oom_types):
+        return "oom"
+    msg = str(exc).lower()
+    if isinstance(exc, RuntimeError) and ("out of memory" in msg
+                                          or "can't allocate memory" in msg):
+        return "oom"
+    return "error"
+
+
+def _message(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
+    return text[:2000] + where
+
+
+def grad_error(grads: dict, ref: dict) -> float:
+    """Max over parameters of ``max|g - g_ref| / max|g_ref|`` (inf if a gradient is missing).
+
+    Normalising by the parameter's largest reference entry (not element-wise) keeps entries
+    whose true gradient is ~0 from dominating; 0 means bitwise equal.
+    """
+    worst = 0.0
+    for name, r in ref.items():
+        g = grads.get(name)
+        if r is None and g is None:
+            continue
+        if r is None or g is None:
+            return float("inf")
+        scale = r.abs().max().item()
+        diff = (g.double() - r.double()).abs().max().item()
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+class _Entry:
+    def __init__(self, name: str, method: Method | None):
+        self.name = name
+        self.method = method
+        self.row: dict = {"method": name, "status": "ok", "message": ""}
+
+    @property
+    def ok(self) -> bool:
+        return self.row["status"] == "ok"
+
+    def fail(self, exc: BaseException) -> None:
+        self.row["status"] = classify_exception(exc)
+        self.row["message"] = _message(exc)
+
+
+def _one_iteration(w: Workload, m: Method):
+    w.zero_grad()
+    return m.run()
+
+
+def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
+    """Measure every method of ``cfg``; return the rows and the exit code (1 if any error)."""
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    wc = cfg.workload
+    w = make_workload(wc)
+    base = {"seq_len": wc.seq_len, "hidden": wc.hidden, "input_size": wc.input_size,
+            "classes": wc.classes, "batch": wc.batch, "dtype": wc.dtype, "seed": wc.seed,
+            "param_bytes": w.param_bytes()}
+    entries: list[_Entry] = []
+    for name in cfg.methods:
+        cls = get_method(name)
+        e = _Entry(name, cls(w, cfg.options))
+        e.row["exact"] = cls.exact
+        if cls.uses_budget and cfg.options.get("memory") is not None:
+            e.row["budget_requested"] = str(cfg.options["memory"])
+        entries.append(e)
+
+    def healthy():
+        return [e for e in entries if e.ok]
+
+    # 1. prepare
+    for e in entries:
+        try:
+            e.method.prepare()
+        except Exception as exc:  # noqa: BLE001 - recorded in the row
+            e.fail(exc)
+        log(f"[bench] prepared {e.name}: {e.row['status']} {e.row['message']}".rstrip())
+
+    # 2. gradient check against `full` on the same batch
+    if cfg.grad_check and healthy():
+        ref_m = get_method("full")(w, {})
+        ref_m.prepare()
+        _one_iteration(w, ref_m)
+        ref = w.grads()
+        for e in healthy():
+            try:
+                loss = _one_iteration(w, e.method)
+                e.row["loss"] = float(loss)
+                e.row["grad_error"] = grad_error(w.grads(), ref)
+            except Exception as exc:  # noqa: BLE001
+                e.fail(exc)
+        del ref, ref_m
+        w.zero_grad()
+        gc.collect()
+        log("[bench] grad errors: " + ", ".join(
+            f"{e.name}={e.row.get('grad_error', float('nan')):.2e}" for e in healthy()))
+
+    # 3. memory pass (tracker; CUDA allocator)
+    if cfg.track_memory:
+        for e in healthy():
+            try:
+                w.zero_grad()
+                peak, _, _ = tracked_peak(e.method.run)
+                e.row["peak_bytes"] = peak
+                e.row["grad_bytes"] = sum(p.grad.nbytes for p in w.parameters()
+                                          if p.grad is not None)
+                if w.device.type == "cuda":
+                    w.zero_grad()
+                    e.row["cuda_peak_bytes"], _ = cuda_peak(e.method.run, w.device)
+            except Exception as exc:  # noqa: BLE001
+                e.fail(exc)
+            w.zero_grad()
+            gc.collect()
+        log("[bench] tracked peaks: " + ", ".join(
+            f"{e.name}={e.row.get('peak_bytes', 0) / 2**20:.1f}MiB" for e in healthy()))
+
+    # 4. RSS in fresh processes
+    if cfg.rss:
+        for e in healthy():
+            job = {"workload": wc.to_dict(), "method": e.name, "options": cfg.options,
+                   "threads": cfg.threads or torch.get_num_threads()}
+            try:
+                res = measure_rss(job)
+            except Exception as exc:  # noqa: BLE001 - a failed RSS pass is not a failed point
+                res = {"status": "error", "message": _message(exc)}
+            if res.get("status") == "ok":
+                e.row["rss_peak_bytes"] = res["rss_peak_bytes"]
+                e.row["rss_baseline_bytes"] = res["rss_baseline_bytes"]
+            else:
+                e.row["message"] = (e.row["message"] + " rss: " + str(res.get("message"))).strip()
+        log("[bench] rss done")
+
+    # 5. timing, interleaved
+    live = healthy()
+    if live and cfg.repeats > 0:
+        try:
+            res = time_interleaved({e.name: e.method.run for e in live}, repeats=cfg.repeats,
+                                   warmup=cfg.warmup, device=w.device, before=w.zero_grad)
+            for e in live:
+                e.row.update(res[e.name].as_row())
+        except Exception as exc:  # noqa: BLE001 - which one failed is unknown: rerun alone
+            for e in live:
+                try:
+                    r = time_interleaved({e.name: e.method.run}, repeats=cfg.repeats,
+                                         warmup=cfg.warmup, device=w.device, before=w.zero_grad)
+                    e.row.update(r[e.name].as_row())
+                except Exception as exc2:  # noqa: BLE001
+                    e.fail(exc2)
+            del exc
+    w.zero_grad()
+
+    rows = []
+    for e in entries:
+        row = dict(base)
+        try:
+            row.update({k: v for k, v in e.method.info().items() if v is not None})
+        except Exception:  # noqa: BLE001 - info of a method that failed to prepare
+            pass
+        row.update(e.row)
+        rows.append(row)
+    code = EXIT_ERROR if any(e.row["status"] == "error" for e in entries) else EXIT_OK
+    return rows, code

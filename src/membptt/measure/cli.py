@@ -1,0 +1,170 @@
+"""``membptt bench``: measure time, peak memory and gradient error of benchmark methods.
+
+Wired into the main CLI as ``membptt bench`` (``add_bench_parser`` / ``run_bench``); also
+runnable as ``python -m membptt.measure.cli``. Example::
+
+    membptt bench --method msm --seq-len 1000 --memory 5% --hidden 256 --batch 64 \\
+        --device cpu --repeats 5 --out results/points/msm-1000-5pct.csv
+
+Several methods (``--method full,torch-checkpoint,msm-measured``) are measured in one process
+with interleaved timing and written as one row each. Exit status: 0 when every row is ``ok``,
+``oom`` or ``infeasible`` (results, not crashes); 1 when a method raised an error (a bug; its
+row still says ``status=error`` and the message); 2 for invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_bench_parser", "run_bench", "main"]
+
+
+def _methods_help() -> str:
+    from .methods import METHODS
+
+    return ", ".join(METHODS)
+
+
+def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--method", "-m", required=True,
+                   help="method name, or several separated by commas; one of: "
+                   + _methods_help())
+    p.add_argument("--seq-len", "-T", type=int, default=100, help="sequence length T")
+    p.add_argument("--memory", default=None,
+                   help="budget for plan methods: hidden-state units (250), bytes ('512MiB') "
+                   "or a percentage of the full-cache memory ('5%%'); ignored by full, "
+                   "full-fused and torch-checkpoint")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="override alpha (default: from probed state sizes)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="override beta (default: from probed state sizes)")
+    p.add_argument("--segments", type=int, default=None,
+                   help="torch-checkpoint segments (default round(sqrt(T)))")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--classes", type=int, default=256, help="output classes of the head")
+    p.add_argument("--batch", "-B", type=int, default=64)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=5, help="timed iterations per method")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--no-grad-check", dest="grad_check", action="store_false",
+                   help="skip the gradient comparison with full")
+    p.add_argument("--no-tracker", dest="track_memory", action="store_false",
+                   help="skip the live-tensor memory pass")
+    p.add_argument("--no-rss", dest="rss", action="store_false",
+                   help="skip the RSS pass in a fresh subprocess")
+    p.add_argument("--out", "-o", default=None, help="CSV to write (atomically)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    return p
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``bench`` on an ``argparse`` subparsers object; returns the parser."""
+    p = subparsers.add_parser("bench", help="measure time and peak memory of methods",
+                              description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    _configure(p)
+    p.set_defaults(func=run_bench)
+    return p
+
+
+def _fmt(v, scale=1.0, spec=".3f") -> str:
+    if v is None or v == "":
+        return "-"
+    try:
+        return format(float(v) / scale, spec)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _print_table(rows: list[dict]) -> None:
+    head = (f"{'method':<18} {'status':<10} {'time_med_s':>10} {'iqr_s':>8} {'peak_MiB':>9} "
+            f"{'pred_MiB':>9} {'rss_MiB':>8} {'fwd_ops':>7} {'grad_err':>9}")
+    print(head)
+    for r in rows:
+        rss = None
+        if r.get("rss_peak_bytes") not in (None, "") and r.get("rss_baseline_bytes"):
+            rss = r["rss_peak_bytes"] - r["rss_baseline_bytes"]
+        print(f"{r['method']:<18} {r['status']:<10} {_fmt(r.get('time_median_s')):>10} "
+              f"{_fmt(r.get('time_iqr_s')):>8} {_fmt(r.get('peak_bytes'), 2**20, '.2f'):>9} "
+              f"{_fmt(r.get('predicted_peak_bytes'), 2**20, '.2f'):>9} "
+              f"{_fmt(rss, 2**20, '.1f'):>8} {_fmt(r.get('forward_ops'), 1, '.0f'):>7} "
+              f"{_fmt(r.get('grad_error'), 1, '.1e'):>9}")
+        if r["status"] != "ok" and r.get("message"):
+            print(f"    {r['message']}")
+
+
+def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run the ``bench`` command; returns the exit status (see module docstring)."""
+    from .bench import BenchConfig, run_point
+    from .methods import METHODS
+    from .results import provenance, write_rows
+    from .workload import WorkloadConfig
+
+    methods = [m.strip() for m in str(args.method).split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        print(f"membptt bench: unknown method(s) {bad or methods}; valid: {', '.join(METHODS)}",
+              file=sys.stderr)
+        return 2
+    for name in ("seq_len", "hidden", "input_size", "classes", "batch"):
+        if getattr(args, name) < 1:
+            print(f"membptt bench: --{name.replace('_', '-')} must be >= 1, got "
+                  f"{getattr(args, name)}", file=sys.stderr)
+            return 2
+    if args.repeats < 0 or args.warmup < 0:
+        print("membptt bench: --repeats and --warmup must be >= 0", file=sys.stderr)
+        return 2
+    memory = args.memory
+    if memory is not None:
+        from ..planning.budget import parse_memory
+
+        try:
+            kind, _ = parse_memory(str(memory))
+        except ValueError as e:
+            print(f"membptt bench: --memory: {e}", file=sys.stderr)
+            return 2
+        if kind == "units":
+            memory = int(str(memory).strip())
+    options = {"memory": memory, "alpha": args.alpha, "beta": args.beta,
+               "segments": args.segments}
+    wc = WorkloadConfig(seq_len=args.seq_len, hidden=args.hidden, batch=args.batch,
+                        input_size=args.input_size, classes=args.classes, device=args.device,
+                        dtype=args.dtype, seed=args.seed)
+    cfg = BenchConfig(methods=methods, workload=wc, options=options, repeats=args.repeats,
+                      warmup=args.warmup, grad_check=args.grad_check,
+                      track_memory=args.track_memory, rss=args.rss, threads=args.threads)
+    log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    prov = provenance(args.device, argv)
+    try:
+        rows, code = run_point(cfg, log=log)
+    except Exception as exc:  # noqa: BLE001 - the whole point failed (e.g. building the data)
+        from .bench import _message, classify_exception
+
+        status = classify_exception(exc)
+        rows = [{"method": m, "status": status, "message": _message(exc),
+                 "seq_len": args.seq_len, "hidden": args.hidden, "batch": args.batch}
+                for m in methods]
+        code = 0 if status in ("oom", "infeasible") else 1
+    rows = [{**r, **prov} for r in rows]
+    if args.out:
+        write_rows(args.out, rows)
+    if not args.quiet:
+        _print_table(rows)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="membptt-bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bench_parser(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
