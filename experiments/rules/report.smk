@@ -1,0 +1,23 @@
+# The reproduction report: paper/REPORT.md, regenerated from the CSVs, tables and figures.
+
+rule report:
+    input:
+        template=REPORT_TEMPLATE,
+        published=PUBLISHED,
+        theory=[c for c in THEORY_CSVS.values()],
+        theory_meta=[meta(c) for c in THEORY_CSVS.values()],
+        tables=[f for name in THEORY_TABLES for f in table(name)],
+        figures=[f for name in THEORY_FIGURES for f in figure(name)],
+        measured=measured_outputs(),
+        benchmarks=measured_benchmarks(),
+    output:
+        report=out("paper/REPORT.md"),
+    params:
+        config=config,
+        outdir=OUTDIR,
+    log:
+        out("results/logs/report.log"),
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,72 @@
+"""Check that two pipeline runs (e.g. local and Slurm) produced the same results.
+
+    python experiments/slurm/compare_runs.py RUN_A RUN_B
+
+Compares every CSV under ``RUN_A/results`` with the same file under ``RUN_B/results``:
+theory CSVs must be identical; measured CSVs (``results/points/*``, ``results/measured.csv``)
+must agree on every column except the provenance and timing columns
+(``pipeline_common.PROVENANCE_COLUMNS`` and ``TIMING_COLUMNS``), which record where, when
+and how fast a row was made. The theory tables (Markdown and LaTeX) must be identical too.
+Exits 1 listing every difference, 0 when the runs agree.
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from pipeline_common import PROVENANCE_COLUMNS, TIMING_COLUMNS  # noqa: E402
+
+IGNORED = set(PROVENANCE_COLUMNS) | set(TIMING_COLUMNS)
+TIMED_TABLES = {"equal_memory", "measured_points"}
+
+
+def compare(a: Path, b: Path) -> list[str]:
+    problems, n = [], 0
+    files_a = {p.relative_to(a) for p in (a / "results").rglob("*") if p.is_file()}
+    files_b = {p.relative_to(b) for p in (b / "results").rglob("*") if p.is_file()}
+    wanted = {p for p in files_a | files_b
+              if p.suffix in (".csv", ".md", ".tex") and "logs" not in p.parts
+              and "benchmarks" not in p.parts}
+    for rel in sorted(wanted):
+        if rel not in files_a or rel not in files_b:
+            problems.append(f"{rel}: only in {'B' if rel not in files_a else 'A'}")
+            continue
+        n += 1
+        if rel.suffix in (".md", ".tex"):
+            if rel.stem in TIMED_TABLES:
+                continue
+            if (a / rel).read_bytes() != (b / rel).read_bytes():
+                problems.append(f"{rel}: tables differ")
+            continue
+        da, db = pd.read_csv(a / rel), pd.read_csv(b / rel)
+        measured = "points" in rel.parts or rel.name == "measured.csv"
+        if measured:
+            da = da.drop(columns=[c for c in da.columns if c in IGNORED])
+            db = db.drop(columns=[c for c in db.columns if c in IGNORED])
+        if list(da.columns) != list(db.columns) or da.shape != db.shape:
+            problems.append(f"{rel}: shape/columns differ {da.shape} vs {db.shape}")
+            continue
+        try:
+            pd.testing.assert_frame_equal(da, db, check_exact=True)
+        except AssertionError as exc:
+            problems.append(f"{rel}: {str(exc).splitlines()[0]} ... {exc}")
+    print(f"compared {n} files under {a}/results and {b}/results; "
+          f"ignored measured columns: {', '.join(sorted(IGNORED))}")
+    return problems
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(__doc__)
+        return 2
+    problems = compare(Path(argv[1]), Path(argv[2]))
+    for p in problems:
+        print("DIFFERS:", p)
+    print("RESULT:", "equal" if not problems else f"{len(problems)} difference(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
