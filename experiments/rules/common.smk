@@ -13,6 +13,11 @@ if not os.path.exists(MEMBPTT):
 THEORY = config["theory"]
 MEASURED = config["measured"]
 WORKLOAD = MEASURED.get("workload", {})
+# A measured point reserves every core Snakemake was given, so that timed points never run
+# beside another job of the pipeline (timings compared across points stay fair); the torch
+# thread count of the point itself is `workload.threads`. The Slurm profile sets it back to the
+# workload's threads (each point gets its own allocation there).
+BENCH_THREADS = max(int(WORKLOAD.get("threads", 1)), int(workflow.cores or 1))
 FIG_EXT = ["png", "pdf"]
 
 

@@ -9,7 +9,7 @@ rule bench_point:
         membptt=MEMBPTT,
         memory=lambda w: "" if budget_arg(w.budget) is None else f"--memory {budget_arg(w.budget)}",
         args=" ".join(BENCH_ARGS),
-    threads: WORKLOAD.get("threads", 1)
+    threads: BENCH_THREADS
     resources:
         gpu=1 if DEVICE.startswith("cuda") else 0,
         runtime=30,
@@ -33,7 +33,7 @@ rule bench_point_equal_memory:
     params:
         membptt=MEMBPTT,
         args=BENCH_ARGS,
-    threads: WORKLOAD.get("threads", 1)
+    threads: BENCH_THREADS
     resources:
         gpu=1 if DEVICE.startswith("cuda") else 0,
         runtime=30,

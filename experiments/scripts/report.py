@@ -216,15 +216,15 @@ def measured_section(smk, pub, mcsv, inputs):
         if len(bt) and float(bt.s.iloc[-1]) > 0:
             shares.append(float(bt.cpu_time.iloc[-1]) / float(bt.s.iloc[-1]))
     share = float(pd.Series(shares).median()) if shares else float("nan")
-    contended = not share >= 0.6
-    md.append(f"**Timing reliability.** Median CPU time / wall time of the bench jobs: "
-              f"{share:.2f} (1.0 is a full core for the whole job; below 0.6 we call the "
-              "machine contended; the RSS pass runs in a child process this figure may not "
-              "count). "
-              + ("The machine was **shared with other work** while these points ran, so "
-                 "measured times are noisy and the timing verdicts below are marked "
-                 "inconclusive; memory, operation counts and gradients do not depend on it."
-                 if contended else "Timings were taken on an otherwise idle machine."))
+    # Measured points are scheduled one at a time (each reserves all of Snakemake's cores), so
+    # the pipeline never times two points side by side. Outside load cannot be seen from here;
+    # the CPU share below (which misses the RSS pass's child process) is information only.
+    contended = False
+    md.append(f"**Timing reliability.** Measured points ran one at a time, each reserving all "
+              f"of Snakemake's cores; median CPU time / wall time of the bench jobs "
+              f"{share:.2f} (the RSS pass runs in a child process that this figure does not "
+              "count). Timings assume the machine was otherwise idle; the interquartile "
+              "ranges in `results/measured.csv` show the run-to-run noise.")
     at = ok[ok.seq_len == T]
     full = at[at.method == "full"]
     hl = pub["headline"]
@@ -241,7 +241,8 @@ def measured_section(smk, pub, mcsv, inputs):
             mr = best.peak_bytes / f.peak_bytes
             pred = (best.forward_ops + 2 * T) / (3 * T)
             mem_ok = mr <= 0.10  # 5 % of the states plus the plan-independent working set
-            time_ok = tr <= 1.25 * hl["time_ratio"]
+            # the claim is "about one third more time": allow 10 % for timing noise
+            time_ok = tr <= 1.10 * hl["time_ratio"]
             rows.append({"claim": f"Headline, measured: {best.method} at a 5% budget, T = {T}",
                          "paper": f"memory ×{1 - hl['memory_saved_fraction']:.2f}, "
                                   f"time ×{hl['time_ratio']}",
