@@ -10,3 +10,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def published():
     """The paper's numbers: one file read by the tests and the report."""
     return json.loads((ROOT / "paper" / "published.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny ops: one torch thread avoids OpenMP oversubscription on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,13 +15,7 @@ STRATS = ("full", "hsm", "ism", "msm", "chen", "chen-recursive", "recompute-all"
 ALPHA, BETA = 3, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny ops: one thread avoids OpenMP oversubscription on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(kind="lstm", T=7, dropout=0.0, dtype=torch.float64, embed=False, seed=0, B=3,

@@ -5,13 +5,7 @@ import torch
 
 from membptt.models import GRULanguageModel, LSTMLanguageModel, synthetic_task
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def loop(model, state, xs):

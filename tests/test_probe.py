@@ -7,13 +7,7 @@ from membptt.execution import measure_step, probe
 from membptt.models import GRULanguageModel, LSTMLanguageModel, synthetic_task
 from membptt.planning import CostModel, plan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def setup(cls=LSTMLanguageModel, dtype=torch.float32, B=4, H=8, V=5, T=12, **kw):
