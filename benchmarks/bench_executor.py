@@ -28,7 +28,7 @@ import time
 import torch
 
 from membptt.execution import bptt, measure_step, plain_bptt
-from membptt.execution.memtrack import LiveBytes
+from membptt.execution.memtrack import LiveBytesTracker
 from membptt.models import LSTMLanguageModel, synthetic_task
 from membptt.planning import CostModel, plan, simulate_ops
 
@@ -78,9 +78,9 @@ def main(argv=None):
 
     plain_iter()
     model.zero_grad(set_to_none=False)
-    with LiveBytes() as mt:
+    with LiveBytesTracker() as mt:
         plain_iter()
-    act = mt.peak
+    act = mt.peak_bytes
     budget = int(args.budget / 100 * act)
     print(f"# plain BPTT peak live bytes {act} ({act / 2**20:.1f} MiB); budget {args.budget}% "
           f"= {budget} B")
@@ -107,9 +107,9 @@ def main(argv=None):
         if name in methods:
             run()
             model.zero_grad(set_to_none=False)
-            with LiveBytes() as mt:
+            with LiveBytesTracker() as mt:
                 run()
-            peaks[name] = mt.peak
+            peaks[name] = mt.peak_bytes
         print(f"# {name}: {p}; C/T = {p.forward_ops / T:.3f}; predicted peak "
               f"{p.peak_bytes} B")
 

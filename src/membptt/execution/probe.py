@@ -8,7 +8,7 @@ so the cost model prices exactly what is executed:
   (saved tensors), its outputs and loss, and the input state ``h_{i-1}`` when the record holds
   it (the executor's leaf copy of ``h_{i-1}`` shares its storage, so it always does).
   ``beta_bytes``: the same minus the input state's storages (what an internal state costs when
-  ``h_{i-1}`` is stored anyway). Measured with :class:`~membptt.execution.memtrack.LiveBytes`.
+  ``h_{i-1}`` is stored anyway). Measured with :class:`~membptt.execution.memtrack.LiveBytesTracker`.
 * ``forward_graph`` / ``backward``: seconds per step of a forward with graph (kept, as an
   internal state) and of its backward (gradient accumulation into the parameters included),
   medians over ``repeats`` chains of ``chain`` steps.
@@ -32,7 +32,7 @@ import torch
 
 from ..planning.costs import CostModel
 from .executor import GRAPH, RUN, S_CURSOR, _executor
-from .memtrack import LiveBytes, state_bytes
+from .memtrack import LiveBytesTracker, state_bytes
 
 __all__ = ["probe", "measure_step", "StepReport"]
 
@@ -223,40 +223,40 @@ def _timed_run(ex, h1, k):
 
 
 def _sizes(ex, h1, K):
-    with LiveBytes() as mt:
+    with LiveBytesTracker() as mt:
         # a fresh input state, created inside the tracker
         ex.cursor = tuple(t.clone() for t in h1)
         ex._run((RUN, S_CURSOR, 0, 2, 2, False), False)
         h = ex.cursor
         refs = [weakref.ref(t.untyped_storage()) for t in h]
         nbytes = [t.untyped_storage().nbytes() for t in h]
-        base = mt.live  # h only
+        base = mt.current_bytes  # h only
         ex._graph((GRAPH, S_CURSOR, 0, 3 if ex.T >= 3 else 2, False), False)
         ex.cursor = None
         del h
         # live = (base - bytes(h)) + new storages + the input storages the record holds
-        internal = mt.live - base + sum(nbytes)
+        internal = mt.current_bytes - base + sum(nbytes)
         beta = internal - sum(n for r, n in zip(refs, nbytes) if r() is not None)
         _fresh(ex)
         # working set: forward with graph + backward from a held state and a held dh
         h = ex.cursor = tuple(t.clone() for t in h1)
         ex.dh = tuple(torch.zeros_like(t) for t in h)
-        base = mt.live
+        base = mt.current_bytes
         mt.reset_peak()
         ex._graph((GRAPH, S_CURSOR, 0, 2, True), False)
         ex.cursor = None
         ex._back(2)
         ex.dh = None
-        working = mt.peak - base
+        working = mt.peak_bytes - base
         if ex.fused:  # the longest fused run there can be, with and without losses
             for first in (False, True):
                 ex.cursor = h
-                base = mt.live
+                base = mt.current_bytes
                 mt.reset_peak()
                 ex._run((RUN, S_CURSOR, 0, 2, ex.T, False), first)
                 ex.cursor = None
                 ex.loss_sum = None
-                working = max(working, mt.peak - base)
+                working = max(working, mt.peak_bytes - base)
         _fresh(ex)
         del h
     hidden = state_bytes(h1)
