@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ck.run()  # warm-up
     w.zero_grad()
     P, _, _ = tracked_peak(ck.run)
-    W = working_set_bytes(w)
+    W = working_set_bytes(w, chains=True)  # the larger one: plans may link steps
     budget = f"{P - W}B"
     print(f"torch-checkpoint peak P = {P} B ({P / 2**20:.2f} MiB); working set W = {W} B "
           f"({W / 2**20:.2f} MiB); plan budget P - W = {budget}", flush=True)

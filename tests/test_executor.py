@@ -276,6 +276,45 @@ def test_hand_written_ops_list_and_paper_trace():
     assert c.calls + c.fused_steps == 24
 
 
+@pytest.mark.parametrize("trace,calls,chains", [
+    # full: one chain, one backward call
+    ("F1+I F2+I F3+I F4+I F5+I B5 B4 B3 B2 B1", 1, {5: 5}),
+    # I_1 is stored when step 2's core forward runs and B1 follows B2: steps 2, 1 are linked
+    ("F1+I F2 F3+I B3 F2(c) B2 B1", 2, {3: 1, 2: 2}),
+    # a Drop between B3 and B2, and a forward between B2 and B1: nothing is linked
+    ("F1+h F2+I F3+I B3 D1h B2 F1(c) B1", 3, {3: 1, 2: 1, 1: 1}),
+])
+def test_chains_of_stored_internal_states_take_one_backward_call(trace, calls, chains):
+    """Consecutive stored internal states with adjacent backwards form one chain (one
+    torch.autograd.backward call); gradients stay exact; other steps are not linked."""
+    from membptt.execution.executor import BACK, compile_plan
+
+    ops = parse_ops(trace)
+    T = max(o.step for o in ops)
+    program, _ = compile_plan(ops, T)
+    assert {ins[1]: ins[2] for ins in program if ins[0] == BACK and ins[2]} == chains
+    assert sum(ins[2] for ins in program if ins[0] == BACK) == T
+    for kind in ("lstm", "gru"):
+        model, s0, inputs = make(kind, T)
+        _, ref, _ = reference(model, s0, inputs)
+        st = ExecStats()
+        _, g, _ = run_bptt(model, s0, inputs, ops, stats=st)
+        assert max_rel_err(g, ref) <= 1e-10
+        assert st.backward_calls == calls and st.backward_steps == T
+
+
+def test_dp_plans_backpropagate_whole_segments_in_one_call():
+    """An MSM plan stores segments of internal states whole: far fewer calls than steps."""
+    T = 40
+    model, s0, inputs = make("lstm", T)
+    _, ref, _ = reference(model, s0, inputs)
+    p = plan("msm", T, 30, alpha=ALPHA, beta=BETA)
+    st = ExecStats()
+    _, g, _ = run_bptt(model, s0, inputs, p, stats=st)
+    assert max_rel_err(g, ref) <= 1e-10
+    assert st.backward_steps == T and st.backward_calls <= T // 4
+
+
 def test_backward_twice_raises():
     model, s0, inputs = make("lstm", 4)
     loss = bptt(model, s0, inputs, plan("full", 4, alpha=ALPHA))

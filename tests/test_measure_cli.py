@@ -54,8 +54,11 @@ def test_bench_writes_one_row_per_method(tmp_path):
     assert msm["budget_requested"] == "10%" and int(msm["budget_units"]) >= 1
     assert int(msm["budget_bytes"]) > 0
     predicted, W = int(msm["predicted_peak_bytes"]), int(msm["working_set_bytes"])
-    # stored states as predicted plus the working set (a few scalars more at this tiny size)
-    assert abs(int(msm["peak_bytes"]) - (predicted + W)) <= 0.05 * (predicted + W)
+    # stored states as predicted plus at most the working set; W is the bound at a chain of
+    # linked steps (it holds the summed parameter gradients beside .grad), and this plan's
+    # peak falls elsewhere, with a lone core step's working set (0.86 W at this tiny size)
+    peak = int(msm["peak_bytes"])
+    assert predicted + 0.75 * W <= peak <= predicted + W
     assert float(msm["predicted_time_s"]) > 0 and int(msm["hidden_bytes"]) > 0
     assert not [p for p in os.listdir(out.parent) if p != "p.csv"]  # no temp files left
 

@@ -11,7 +11,8 @@ so the cost model prices exactly what is executed:
   ``h_{i-1}`` is stored anyway). Measured with :class:`~membptt.execution.memtrack.LiveBytesTracker`.
 * ``forward_graph`` / ``backward``: seconds per step of a forward with graph (kept, as an
   internal state) and of its backward (gradient accumulation into the parameters included),
-  medians over ``repeats`` chains of ``chain`` steps.
+  medians over ``repeats`` chains of ``chain`` steps, linked and backpropagated by one call as
+  the executor does for consecutive stored internal states.
 * ``run_fixed`` / ``run_per_step``: a graph-free run of ``k`` steps (fused via
   ``step.advance`` when the executor would fuse) timed for ``k = 1`` and ``k = chain``; the
   line through the two medians.
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..planning.costs import CostModel
-from .executor import GRAPH, RUN, S_CURSOR, _executor
+from .executor import BACK, GRAPH, RUN, S_CURSOR, _executor
 from .memtrack import LiveBytesTracker, state_bytes
 
 __all__ = ["probe", "measure_step", "StepReport"]
@@ -171,32 +172,76 @@ def probe(step, state0, inputs, **kw) -> CostModel:
     return measure_step(step, state0, inputs, **kw).costs
 
 
-def _chain(ex, K, h1):
-    """Forwards with graph of steps 2..K+1 (as internal states), then their backwards.
+def _linked_forwards(ex, h, steps, recs, prev=None):
+    """Forwards with graph of ``steps`` from ``h``, each linked to the previous one (as the
+    executor links consecutive stored internal states); appends the records to ``recs``."""
+    single = ex.single
+    for i in steps:
+        hin, xleaf, out, loss = ex._graph_step(h, i, prev)
+        prev = (out,) if single else tuple(out)
+        h = tuple(t.detach() for t in prev)
+        recs.append((hin, xleaf, prev, loss, h, None))
+    return prev
 
-    Uses steps ``2..K`` of the inputs cyclically when K == T. Returns (forward s, backward s).
+
+def _chain(ex, K, h1):
+    """Forwards with graph of steps 2..K+1 (stored, linked into one chain), then their backward.
+
+    This is what the executor runs for a chain of consecutive internal states whose backwards
+    are adjacent (one ``torch.autograd.backward`` call; see ``executor._link``). Uses steps
+    ``2..K`` of the inputs cyclically when K == T. Returns (forward s, backward s).
     """
     T = ex.T
     idx = [2 + (k % (T - 1)) for k in range(K)]
     _fresh(ex)
-    ex.cursor = h1
     ex.dh = tuple(torch.zeros_like(t) for t in h1)
     _sync(ex)
     t0 = time.perf_counter()
     recs = []
-    for i in idx:
-        ex._graph((GRAPH, S_CURSOR, 0, i, False), False)
-        recs.append(ex.internal.pop(i))
+    _linked_forwards(ex, h1, idx, recs)
     _sync(ex)
     t1 = time.perf_counter()
-    ex.cursor = None
-    for i in reversed(idx):
-        ex.internal[i] = recs.pop()
-        ex._back(i)
+    recs.reverse()
+    ex._back_chain(recs, 2)
     _sync(ex)
     t2 = time.perf_counter()
     _fresh(ex)
     return t1 - t0, t2 - t1
+
+
+CHAIN_LENGTHS = (1, 2, 3, 4)
+
+
+def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS) -> int:
+    """Working set of backpropagating chains of linked steps, measured (bytes).
+
+    For each length ``L``: from a held state ``h`` and a held incoming gradient ``dh``, the
+    forwards with graph of ``L`` linked steps, then their backward in one call, as the executor
+    runs them. What counts is the peak of live bytes (tracker ``mt``) from just before the
+    *last* step's forward on, beyond what was live then: the other ``L - 1`` records are
+    stored states a plan counts; the last step is the working core a plan does not count.
+    Returns the largest over ``lengths``. ``L = 1`` is a lone core step; longer chains also
+    hold, until the chain is done, the parameter gradients summed over it (autograd's
+    accumulation buffer) and the gradients flowing between steps; measured here it stops
+    growing from ``L = 3`` on.
+    """
+    T = ex.T
+    worst = 0
+    for L in lengths:
+        steps = [2 + (k % (T - 1)) for k in range(L)]
+        ex.dh = tuple(torch.zeros_like(t) for t in h)
+        recs = []
+        prev = _linked_forwards(ex, h, steps[:-1], recs)
+        hh = recs[-1][4] if recs else h
+        base = mt.current_bytes
+        mt.reset_peak()
+        _linked_forwards(ex, hh, steps[-1:], recs, prev)
+        del prev, hh
+        recs.reverse()
+        ex._back_chain(recs, 2)
+        ex.dh = None
+        worst = max(worst, mt.peak_bytes - base)
+    return worst
 
 
 def _timed_run(ex, h1, k):
@@ -231,23 +276,17 @@ def _sizes(ex, h1, K):
         refs = [weakref.ref(t.untyped_storage()) for t in h]
         nbytes = [t.untyped_storage().nbytes() for t in h]
         base = mt.current_bytes  # h only
-        ex._graph((GRAPH, S_CURSOR, 0, 3 if ex.T >= 3 else 2, False), False)
+        ex._graph((GRAPH, S_CURSOR, 0, 3 if ex.T >= 3 else 2, False, False), False)
         ex.cursor = None
         del h
         # live = (base - bytes(h)) + new storages + the input storages the record holds
         internal = mt.current_bytes - base + sum(nbytes)
         beta = internal - sum(n for r, n in zip(refs, nbytes) if r() is not None)
         _fresh(ex)
-        # working set: forward with graph + backward from a held state and a held dh
-        h = ex.cursor = tuple(t.clone() for t in h1)
-        ex.dh = tuple(torch.zeros_like(t) for t in h)
-        base = mt.current_bytes
-        mt.reset_peak()
-        ex._graph((GRAPH, S_CURSOR, 0, 2, True), False)
-        ex.cursor = None
-        ex._back(2)
-        ex.dh = None
-        working = mt.peak_bytes - base
+        # working set: chains of linked steps (a lone core step included) backpropagated from
+        # a held state and a held dh
+        h = tuple(t.clone() for t in h1)
+        working = chain_working_bytes(ex, h, mt)
         if ex.fused:  # the longest fused run there can be, with and without losses
             for first in (False, True):
                 ex.cursor = h

@@ -174,44 +174,46 @@ def probe_report(w: Workload):
     return rep
 
 
-def step_working_bytes(w: Workload) -> int:
+def step_working_bytes(w: Workload, chain: bool = False) -> int:
     """Peak live bytes of one step's forward with graph and its backward, plus two hidden states.
 
-    Measured with :class:`LiveBytesTracker` the way the executor runs a core step: from a held
-    input state (a leaf requiring grad) and a held incoming gradient ``dh``, with parameter
-    gradients already allocated (as after the first backward of an iteration, so what is
-    counted includes the per-step weight-gradient temporaries that are added into ``.grad``).
-    Two hidden states are added for the cursor and ``dh`` (held by the executor, counted by no
-    plan). Cached on the workload.
+    Measured with :class:`LiveBytesTracker` through the executor's own primitives, the way it
+    runs a core step: from a held input state and a held incoming gradient ``dh``, with
+    parameter gradients already allocated (as after the first backward of an iteration, so
+    what is counted includes the per-step weight-gradient temporaries that are added into
+    ``.grad``). Two hidden states are added for the cursor and ``dh`` (held by the executor,
+    counted by no plan). With ``chain=True``: the largest such excess over chains of 1-4
+    linked steps backpropagated by one call, as the executor runs consecutive stored internal
+    states (:func:`membptt.execution.probe.chain_working_bytes`); a chain also holds the
+    parameter gradients summed over it until it is done. Cached on the workload.
     """
-    cached = getattr(w, "_step_working_bytes", None)
+    from membptt.execution.executor import _executor
+    from membptt.execution.probe import CHAIN_LENGTHS, chain_working_bytes
+
+    key = "_step_working_bytes_chain" if chain else "_step_working_bytes"
+    cached = getattr(w, key, None)
     if cached is not None:
         return cached
     params = w.parameters()
     stash = [p.grad for p in params]
-    x1 = tuple(t[0] for t in w.inputs)
+    ex = _executor(w.step_fn, w.state0, w.inputs, None, None, None, True, False, None)
+    ex.preserve = False
     try:
         for p in params:
             p.grad = torch.zeros_like(p)
         h = tuple(t.detach().clone() for t in w.state0)
+        ex.gloss = torch.ones((), dtype=h[0].dtype, device=h[0].device)
         with LiveBytesTracker() as tr:
-            hin = tuple(t.detach().requires_grad_() for t in h)
-            dh = tuple(torch.zeros_like(t) for t in h)
-            base = tr.current_bytes
-            tr.reset_peak()
-            out, loss = w.step_fn(hin, x1)
-            torch.autograd.backward([loss, *out], [torch.ones_like(loss), *dh])
-            del out, loss
-            peak = tr.peak_bytes - base
+            peak = chain_working_bytes(ex, h, tr, CHAIN_LENGTHS if chain else (1,))
     finally:
         for p, g in zip(params, stash):
             p.grad = g
     hidden = sum(t.untyped_storage().nbytes() for t in w.state0)
-    w._step_working_bytes = int(peak + 2 * hidden)
-    return w._step_working_bytes
+    setattr(w, key, int(peak + 2 * hidden))
+    return getattr(w, key)
 
 
-def working_set_bytes(w: Workload) -> int:
+def working_set_bytes(w: Workload, plan=None, *, chains: bool | None = None) -> int:
     """The working-set constant ``W``: measured peak ~= predicted peak bytes + ``W``.
 
     A plan's ``peak_bytes`` counts the states it *stores* (beyond ``h_0``). During an iteration
@@ -224,7 +226,15 @@ def working_set_bytes(w: Workload) -> int:
                              backward's temporaries, plus the cursor and dh
                              (:func:`step_working_bytes`)
 
-    It depends on the model and batch, not on the plan, the budget or ``T``. The tests check
+    For a ``plan`` whose program links consecutive internal states into chains that one
+    backward call backpropagates (:func:`chains_of`), ``step_working_bytes`` is that of a step
+    in such a chain, which also holds the parameter gradients summed over the chain until it
+    is done. When the only chain is in the first backward call (``full``), that sum becomes
+    ``.grad`` itself, so ``W = max(grad_bytes + step_working_bytes, chain working bytes)``;
+    ``chains=True`` asks for the later-chain ``W`` without a plan.
+
+    It depends on the model and batch (and on whether the plan has chains), not on the
+    budget or ``T``. The tests check
     ``|peak_bytes - (predicted + W)| <= 5%`` for every plan strategy. Not in ``W``: the
     transient of a fused graph-free run (``step.advance`` processes up to ``fused_chunk`` steps
     per kernel call; ``membptt.execution.measure_step(...).working_bytes`` includes it). It is
@@ -234,7 +244,25 @@ def working_set_bytes(w: Workload) -> int:
     transient minus the step's working set.
     """
     grad = sum(p.numel() * p.element_size() for p in w.parameters() if p.requires_grad)
-    return int(grad + step_working_bytes(w))
+    where = ("later" if chains else "none") if chains is not None else (
+        chains_of(plan) if plan is not None else "none")
+    if where == "none":
+        return int(grad + step_working_bytes(w))
+    chain = step_working_bytes(w, chain=True)
+    if where == "first":  # its summed parameter gradients become .grad: counted once
+        return int(max(grad + step_working_bytes(w), chain))
+    return int(grad + chain)
+
+
+def chains_of(plan) -> str:
+    """Where the executor backpropagates consecutive steps of ``plan`` in one call: ``"none"``,
+    ``"first"`` (only in its first backward call) or ``"later"``."""
+    from membptt.execution.executor import BACK, _compiled
+
+    program, split = _compiled(tuple(plan.ops), plan.seq_len)
+    if any(ins[0] == BACK and ins[2] > 1 for ins in program[split + 1:]):
+        return "later"
+    return "first" if program[split][2] > 1 else "none"
 
 
 class PlanMethod(Method):
@@ -298,7 +326,7 @@ class PlanMethod(Method):
             "predicted_peak_bytes": p.peak_bytes,
             "predicted_cost": p.predicted_cost,
             "predicted_time_s": self.sim_measured.predicted_cost,
-            "working_set_bytes": working_set_bytes(self.w),
+            "working_set_bytes": working_set_bytes(self.w, self.plan),
             "hidden_bytes": c.hidden_bytes,
             "internal_bytes": c.internal_bytes,
             "beta_bytes": c.beta_bytes,
