@@ -8,12 +8,18 @@ interleaved round by round, each round timing one training iteration (forward + 
 * ``full``        the executor running the ``full`` plan (same memory as plain);
 * ``msm-paper``   MSM at ``--budget`` % of plain BPTT's measured activation bytes, planned on
                   unit costs (the paper's DP; alpha/beta from probed sizes), steps one by one;
+* ``msm-paper-fused``  the same plan, graph-free runs fused (``nn.LSTM`` sharing the cell's
+                  weights; what ``membptt.bptt`` does by default for this model);
 * ``msm-fused``   MSM at the same byte budget, planned on probed costs (seconds), graph-free runs
-                  fused (``nn.LSTM`` sharing the cell's weights).
+                  fused.
 
-Prints medians over ``--rounds`` rounds, the ratios to ``plain``, the time each plan's cost model
-predicts from probed costs, and the live tensor bytes each method holds at its peak (measured
-once, with the tensor-level tracker, outside the timed rounds).
+The plans get the budget minus the probed working set (what the executor holds beyond a
+plan's stored states), so the measured peak stays within the budget.
+
+Prints medians over ``--rounds`` rounds (total, forward call, backward call), the ratio of
+medians to ``plain`` and the median over rounds of the per-round ratio, the time each plan's
+cost model predicts from probed costs, and the live tensor bytes each method holds at its peak
+(measured once, with the tensor-level tracker, outside the timed rounds).
 
     .venv/bin/python benchmarks/bench_executor.py                 # the sizes (slow)
     .venv/bin/python benchmarks/bench_executor.py --seq-len 200   # quicker
@@ -43,15 +49,25 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--methods", default="plain,full,msm-paper,msm-fused")
+    ap.add_argument("--methods", default="plain,full,msm-paper,msm-paper-fused,msm-fused")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fused-chunk", type=int, default=64,
+                    help="steps per fused nn.LSTM call in graph-free runs")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="glibc malloc keeps freed memory (membptt.measure.alloc), for every "
+                         "method alike")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        from membptt.measure.alloc import keep_freed_memory
+
+        print(f"# {keep_freed_memory()}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     torch.manual_seed(args.seed)
     T = args.seq_len
-    model = LSTMLanguageModel(args.input, args.hidden, args.input).to(dev)
+    model = LSTMLanguageModel(args.input, args.hidden, args.input,
+                              fused_chunk=args.fused_chunk).to(dev)
     x, y = synthetic_task(T, args.batch, args.input, dense=True, seed=args.seed, device=dev)
     inputs = (x, y)
     s0 = model.initial_state(args.batch)
@@ -82,18 +98,41 @@ def main(argv=None):
         plain_iter()
     act = mt.peak_bytes
     budget = int(args.budget / 100 * act)
+    # what the executor holds beyond a plan's stored states (a core step or a chain's backward,
+    # a fused run's transient, the cursor, dh): plan for the rest, so the measured peak stays
+    # within the budget
+    W = max(rep_loop.working_bytes, rep_fused.working_bytes)
+    if budget <= W:
+        ap.error(f"the budget ({args.budget}% of plain BPTT's {act} B = {budget} B) is not above "
+                 f"the executor's working set ({W} B); use a larger --budget or --seq-len")
+    pb = f"{budget - W}B"
     print(f"# plain BPTT peak live bytes {act} ({act / 2**20:.1f} MiB); budget {args.budget}% "
-          f"= {budget} B")
+          f"= {budget} B; working set W = {W} B; plans get budget - W = {pb}")
 
     sizes = dict(hidden_bytes=c_loop.hidden_bytes, internal_bytes=c_loop.internal_bytes,
                  beta_bytes=c_loop.beta_bytes)
+    unit = plan("msm", T, pb, costs=CostModel(**sizes))
     plans = {
         "full": (plan("full", T, costs=c_loop), c_loop, False),
-        "msm-paper": (plan("msm", T, f"{budget}B", costs=CostModel(**sizes)), c_loop, False),
-        "msm-fused": (plan("msm", T, f"{budget}B", costs=c_fused), c_fused, True),
+        "msm-paper": (unit, c_loop, False),
+        "msm-paper-fused": (unit, c_fused, True),
+        "msm-fused": (plan("msm", T, pb, costs=c_fused), c_fused, True),
     }
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    runners = {"plain": plain_iter}
+    unknown = [m for m in methods if m != "plain" and m not in plans]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {['plain', *plans]}")
+
+    def plain_timed():
+        t0 = time.perf_counter()
+        loss, _ = plain_bptt(model, s0, inputs)
+        sync()
+        t1 = time.perf_counter()
+        loss.backward()
+        sync()
+        return t1 - t0, time.perf_counter() - t1
+
+    runners = {"plain": plain_timed}
     predicted = {"plain": T * (c_loop.forward_graph + c_loop.backward)}
     peaks = {"plain": act}
     for name, (p, c, fused) in plans.items():
@@ -101,7 +140,16 @@ def main(argv=None):
             loss = bptt(model, s0, inputs, p, fused=fused)
             loss.backward()
 
-        runners[name] = run
+        def timed(p=p, fused=fused):
+            t0 = time.perf_counter()
+            loss = bptt(model, s0, inputs, p, fused=fused)
+            sync()
+            t1 = time.perf_counter()
+            loss.backward()
+            sync()
+            return t1 - t0, time.perf_counter() - t1
+
+        runners[name] = timed
         sim = simulate_ops(p.ops, T, alpha=p.alpha or 1, beta=p.beta, costs=c)
         predicted[name] = sim.predicted_cost
         if name in methods:
@@ -111,30 +159,37 @@ def main(argv=None):
                 run()
             peaks[name] = mt.peak_bytes
         print(f"# {name}: {p}; C/T = {p.forward_ops / T:.3f}; predicted peak "
-              f"{p.peak_bytes} B")
+              f"{p.peak_bytes} B; fused runs {'on' if fused else 'off'}")
 
+    fwd = {m: [] for m in methods}
+    bwd = {m: [] for m in methods}
     times = {m: [] for m in methods}
     for r in range(args.rounds):
         for m in methods:
             model.zero_grad(set_to_none=False)
             sync()
-            t0 = time.perf_counter()
-            runners[m]()
-            sync()
-            times[m].append(time.perf_counter() - t0)
+            a, b = runners[m]()
+            fwd[m].append(a)
+            bwd[m].append(b)
+            times[m].append(a + b)
         print(f"# round {r + 1}: " + ", ".join(f"{m} {times[m][-1]:.3f}s" for m in methods),
               flush=True)
 
-    base = statistics.median(times["plain"]) if "plain" in times else None
-    print(f"{'method':<10} {'median_s':>9} {'x_plain':>8} {'pred_s':>8} {'meas/pred':>9} "
-          f"{'peak_bytes':>11} {'x_plain_mem':>11}")
+    med = statistics.median
+    base = med(times["plain"]) if "plain" in times else None
+    print(f"{'method':<16} {'median_s':>8} {'fwd_s':>6} {'bwd_s':>6} {'x_plain':>7} "
+          f"{'x_rounds':>8} {'pred_s':>7} {'meas/pred':>9} {'peak_bytes':>10} {'x_mem':>7}")
     for m in methods:
-        med = statistics.median(times[m])
-        ratio = f"{med / base:8.3f}" if base else f"{'-':>8}"
+        t = med(times[m])
+        ratio = f"{t / base:7.3f}" if base else f"{'-':>7}"
+        # median over rounds of (this method / plain in the same round): robust to drift
+        per = (f"{med([a / b for a, b in zip(times[m], times['plain'])]):8.3f}" if base
+               else f"{'-':>8}")
         mem = peaks.get(m)
-        memr = f"{mem / act:11.4f}" if mem is not None else f"{'-':>11}"
-        print(f"{m:<10} {med:9.3f} {ratio} {predicted[m]:8.3f} {med / predicted[m]:9.3f} "
-              f"{mem if mem is not None else '-':>11} {memr}")
+        memr = f"{mem / act:7.4f}" if mem is not None else f"{'-':>7}"
+        print(f"{m:<16} {t:8.3f} {med(fwd[m]):6.3f} {med(bwd[m]):6.3f} {ratio} {per} "
+              f"{predicted[m]:7.3f} {t / predicted[m]:9.3f} {mem if mem is not None else '-':>10} "
+              f"{memr}")
 
 
 if __name__ == "__main__":

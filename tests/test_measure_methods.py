@@ -101,7 +101,7 @@ def test_plan_peak_matches_prediction_plus_working_set(w32, name, memory):
     w32.zero_grad()
     peak, _, _ = tracked_peak(m.run)
     predicted = m.plan.peak_bytes
-    W = working_set_bytes(w32)
+    W = working_set_bytes(w32, m.plan)
     assert m.info()["working_set_bytes"] == W
     assert abs(peak - (predicted + W)) <= 0.05 * (predicted + W), (peak, predicted, W)
     # and the stored states really are what the plan says: the excess never exceeds W
@@ -156,3 +156,16 @@ def test_cuda_peak_path():
     w.zero_grad()
     tracked, _, _ = tracked_peak(m.run)
     assert peak >= tracked * 0.9  # the allocator rounds blocks up; never far below live bytes
+
+
+def test_keep_freed_memory_sets_glibc_malloc_options():
+    """The benchmarks' allocator option (run in a child: it changes the whole process)."""
+    import subprocess
+    import sys
+
+    code = "from membptt.measure.alloc import keep_freed_memory; print(keep_freed_memory())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if sys.platform.startswith("linux") and r.returncode == 0:
+        assert "M_TRIM_THRESHOLD=2147483647" in r.stdout and "M_MMAP_THRESHOLD" in r.stdout
+    else:  # not glibc: a clear error, not a crash
+        assert "RuntimeError" in r.stderr and "glibc" in r.stderr

@@ -23,11 +23,12 @@ def flat(s):
 
 @pytest.mark.parametrize("cls", [LSTMLanguageModel, GRULanguageModel])
 @pytest.mark.parametrize("embed", [False, True])
-@pytest.mark.parametrize("chunk", [1, 3, 64])
-def test_fused_advance_equals_step_loop(cls, embed, chunk):
+@pytest.mark.parametrize("chunk,loss_chunk", [(1, 1), (3, 2), (64, 16), (4, 64)])
+def test_fused_advance_equals_step_loop(cls, embed, chunk, loss_chunk):
     torch.manual_seed(0)
     V, T, B = 7, 11, 3
-    model = cls(5 if embed else V, 8, V, embed=embed, fused_chunk=chunk).double()
+    model = cls(5 if embed else V, 8, V, embed=embed, fused_chunk=chunk,
+                loss_chunk=loss_chunk).double()
     x, y = synthetic_task(T, B, V, dense=not embed, dtype=torch.float64)
     s0 = model.initial_state(B)
     s0 = tuple(t.normal_() for t in flat(s0))
