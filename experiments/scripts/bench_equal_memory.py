@@ -3,7 +3,9 @@
 The byte budget handed to the planner is for the states a plan *stores*; a plan's measured peak
 adds a working set (the parameter gradients, the working core being backpropagated and its
 backward temporaries: docs/results-schema.md). So the budget is torch-checkpoint's measured
-``peak_bytes`` minus ``grad_bytes`` and minus two internal states (the core and the backward's
+``peak_bytes`` minus ``grad_bytes`` twice (the gradients, and autograd's buffer of the
+parameter gradients summed over a chain of stored steps that the executor backpropagates in
+one call: docs/executor.md) and minus two internal states (the core and the backward's
 temporaries, sizes from another point of the same workload that probed them). The table of
 methods at equal memory then compares measured peaks, whatever this estimate gives.
 """
@@ -24,9 +26,9 @@ def main(smk):
                          f"{ckpt.message}")
     internal = float(sizes.internal_bytes) if pd.notna(sizes.internal_bytes) else 0.0
     grads = float(ckpt.grad_bytes) if pd.notna(ckpt.grad_bytes) else 0.0
-    budget = int(float(ckpt.peak_bytes) - grads - 2 * internal)
-    print(f"torch-checkpoint peak {ckpt.peak_bytes} B, grads {grads:.0f} B, internal state "
-          f"{internal:.0f} B -> plan budget {budget} B", flush=True)
+    budget = int(float(ckpt.peak_bytes) - 2 * grads - 2 * internal)
+    print(f"torch-checkpoint peak {ckpt.peak_bytes} B, grads {grads:.0f} B (twice: .grad and a "
+          f"chain's sum), internal state {internal:.0f} B -> plan budget {budget} B", flush=True)
     if budget <= 0:
         raise SystemExit(f"derived budget {budget} B is not positive")
     cmd = [smk.params.membptt, "bench", "--method", smk.wildcards.method,

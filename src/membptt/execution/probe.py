@@ -228,7 +228,7 @@ def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS) -> int:
     T = ex.T
     worst = 0
     for L in lengths:
-        steps = [2 + (k % (T - 1)) for k in range(L)]
+        steps = [1 + ((1 + k) % T) for k in range(L)]  # inputs of steps 2, 3, .. (cyclic)
         ex.dh = tuple(torch.zeros_like(t) for t in h)
         recs = []
         prev = _linked_forwards(ex, h, steps[:-1], recs)
