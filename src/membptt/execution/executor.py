@@ -31,7 +31,7 @@ backpropagates them one after the other (``Backward(j), .., Backward(k)`` adjace
 segment that a DP plan stores whole), step ``i``'s forward reads ``h_{i-1}`` from step
 ``i-1``'s graph outputs instead of a detached copy, and ``Backward(j)`` backpropagates the whole
 chain with one ``torch.autograd.backward`` call (:func:`_link`). That saves the per-call
-overhead of one call per step (about 15 % of a backward on CPU), runs the same operations and
+overhead of one call per step (about 19 % of a backward on CPU), runs the same operations and
 frees each step's graph as autograd passes it. Autograd sums the parameter gradients of a
 chain in one buffer before adding it to ``.grad``: one parameter-gradient's worth of memory
 more, which the probed working set includes.

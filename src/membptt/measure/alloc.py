@@ -5,10 +5,10 @@ are served by ``mmap`` and freed memory at the top of the heap is returned to th
 more than ``M_TRIM_THRESHOLD`` bytes are free; the next allocation then page-faults fresh,
 zeroed pages. Backpropagation frees and reallocates many megabytes per step, and a plan that
 backpropagates in several calls (one per chain of stored steps) returns memory to the system
-between calls. Measured on this project's 2-core CPU (T = 1000, hidden 256, batch 64): one
-backward over the whole graph took 1.708 s, 27 backward calls over the same graph 1.875 s
-(+10 %); with the settings below 1.632 s and 1.715 s (+5 %). The PyTorch CPU performance
-guide recommends a caching allocator (jemalloc, tcmalloc) for the same reason.
+between calls. The PyTorch CPU performance guide recommends a caching allocator (jemalloc,
+tcmalloc) for this reason. On this project's 2-core CPU the effect on backward time could not
+be told apart from the machine's noise between processes (docs/executor-speed.md); the option
+exists so that it can be measured elsewhere.
 
 :func:`keep_freed_memory` makes glibc keep freed memory for reuse (no trimming, no ``mmap``
 for large blocks). It changes the whole process, for every later allocation, and cannot be
