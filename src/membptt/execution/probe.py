@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..planning.costs import CostModel
-from .executor import BACK, GRAPH, RUN, S_CURSOR, _executor
+from .executor import GRAPH, RUN, S_CURSOR, _executor
 from .memtrack import LiveBytesTracker, state_bytes
 
 __all__ = ["probe", "measure_step", "StepReport"]
