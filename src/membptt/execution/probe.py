@@ -172,6 +172,12 @@ def probe(step, state0, inputs, **kw) -> CostModel:
     return measure_step(step, state0, inputs, **kw).costs
 
 
+def _cyclic_steps(T, n):
+    """``n`` step indices 2, 3, .., T, 2, 3, .. (only the inputs they select matter);
+    all 1 when T == 1."""
+    return [2 + k % (T - 1) if T > 1 else 1 for k in range(n)]
+
+
 def _linked_forwards(ex, h, steps, recs, prev=None):
     """Forwards with graph of ``steps`` from ``h``, each linked to the previous one (as the
     executor links consecutive stored internal states); appends the records to ``recs``."""
@@ -191,8 +197,7 @@ def _chain(ex, K, h1):
     are adjacent (one ``torch.autograd.backward`` call; see ``executor._link``). Uses steps
     ``2..K`` of the inputs cyclically when K == T. Returns (forward s, backward s).
     """
-    T = ex.T
-    idx = [2 + (k % (T - 1)) for k in range(K)]
+    idx = _cyclic_steps(ex.T, K)
     _fresh(ex)
     ex.dh = tuple(torch.zeros_like(t) for t in h1)
     _sync(ex)
@@ -228,7 +233,7 @@ def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS) -> int:
     T = ex.T
     worst = 0
     for L in lengths:
-        steps = [1 + ((1 + k) % T) for k in range(L)]  # inputs of steps 2, 3, .. (cyclic)
+        steps = _cyclic_steps(T, L)
         ex.dh = tuple(torch.zeros_like(t) for t in h)
         recs = []
         prev = _linked_forwards(ex, h, steps[:-1], recs)
