@@ -287,13 +287,14 @@ def test_hand_written_ops_list_and_paper_trace():
 def test_chains_of_stored_internal_states_take_one_backward_call(trace, calls, chains):
     """Consecutive stored internal states with adjacent backwards form one chain (one
     torch.autograd.backward call); gradients stay exact; other steps are not linked."""
-    from membptt.execution.executor import BACK, compile_plan
+    from membptt.execution.compile import Back, compile_plan
 
     ops = parse_ops(trace)
     T = max(o.step for o in ops)
-    program, _ = compile_plan(ops, T)
-    assert {ins[1]: ins[2] for ins in program if ins[0] == BACK and ins[2]} == chains
-    assert sum(ins[2] for ins in program if ins[0] == BACK) == T
+    program = compile_plan(ops, T).instructions
+    assert {ins.step: ins.steps for ins in program if isinstance(ins, Back) and ins.steps} \
+        == chains
+    assert sum(ins.steps for ins in program if isinstance(ins, Back)) == T
     for kind in ("lstm", "gru"):
         model, s0, inputs = make(kind, T)
         _, ref, _ = reference(model, s0, inputs)
@@ -384,11 +385,14 @@ def test_error_not_a_plan():
 def test_error_invalid_ops():
     model, s0, inputs = make("lstm", 3)
     bad = [
-        ("F1 F2 F3(c) B3 F2(c) B2 F1(c) B1", "reads h_1"),  # h_1 neither cursor nor stored
-        ("F1 F2+h F3(c) B3 F1(c) B1 D2h", "order 3..1; expected B2"),
-        ("F1 F3(c) B3", "expected step 2, got step 3"),
-        ("F1+I F2 F3(c) B3 B2", "needs I_2"),
-        ("F1+I F2+I F3(c) B3 B2 D2I", "backpropagates 2 of 3"),
+        # (validity is the simulator's: PlanError names the op)
+        ("F1 F2 F3(c) B3 F2(c) B2 F1(c) B1", r"op #4 F2\(c\): needs h_1"),
+        ("F1 F2+h F3(c) B3 F1(c) B1 D2h", "must run 3..1 once each; expected B2"),
+        ("F1 F3(c) B3", r"op #1 F3\(c\): needs h_2"),
+        ("F1+I F2 F3(c) B3 B2", "needs the internal state of step 2"),
+        ("F1+I F2+I F3(c) B3 B2 D2I", "ends before backpropagating steps 1..1"),
+        # the executor's own requirement: the first sweep runs 1..T once each, in order
+        ("F1+h F2 F1 F2 F3(c) B3 F2(c) B2 D1h F1(c) B1", "expected step 3, got step 1"),
     ]
     for text, msg in bad:
         with pytest.raises(ValueError, match=msg):
@@ -398,7 +402,7 @@ def test_error_invalid_ops():
 def test_error_bad_state_and_inputs_types():
     model, s0, inputs = make("lstm", 3)
     p = plan("full", 3, alpha=ALPHA)
-    with pytest.raises(ValueError, match="expected state0 to be a tensor or a non-empty tuple"):
+    with pytest.raises(ValueError, match="expected state0 to be a tensor or a non-empty tuple/"):
         bptt(model, [], inputs, p)
     with pytest.raises(ValueError, match="expected floating-point state tensors"):
         bptt(model, torch.zeros(3, 6, dtype=torch.long), inputs, p)
@@ -428,5 +432,5 @@ def test_cuda_gradients_and_rng(dropout):
 
 def test_first_op_must_start_the_sweep():
     model, s0, inputs = make("lstm", 2)
-    with pytest.raises(ValueError, match="expected step 1, got step 2"):
+    with pytest.raises(ValueError, match=r"op #0 F2\(c\): needs h_1"):
         bptt(model, s0, inputs, [Forward(2, "core"), Backward(2)])

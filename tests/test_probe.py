@@ -80,8 +80,11 @@ def test_fused_runs_are_priced_per_run():
 
 def test_bad_arguments():
     model, s0, inputs = setup(T=1)
-    with pytest.raises(ValueError, match="at least 2 time steps"):
+    with pytest.raises(ValueError, match="at least 3 time steps, got 1"):
         probe(model, s0, inputs)
     model, s0, inputs = setup()
-    with pytest.raises(ValueError, match="repeats"):
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1, got 0"):
         probe(model, s0, inputs, repeats=0)
+    # (issue 11) chain=1 is blamed on chain, not on the inputs
+    with pytest.raises(ValueError, match="chain must be an integer >= 2, got 1"):
+        probe(model, s0, inputs, chain=1)

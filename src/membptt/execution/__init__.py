@@ -1,7 +1,9 @@
 """Executing plans on real PyTorch step functions: :func:`bptt` and :func:`probe`."""
 
-from .executor import ExecStats, bptt, compile_plan, plain_bptt
-from .probe import StepReport, measure_step, probe
+from .compile import Program, compile_plan
+from .executor import ExecStats, Executor, Record, bptt, compiled, plain_bptt
+from .probe import ProtocolError, StepReport, measure_step, probe, working_set_bytes
 
-__all__ = ["bptt", "probe", "measure_step", "StepReport", "ExecStats", "compile_plan",
-           "plain_bptt"]
+__all__ = ["bptt", "probe", "measure_step", "StepReport", "ExecStats", "Executor", "Record",
+           "Program", "ProtocolError", "compile_plan", "compiled", "plain_bptt",
+           "working_set_bytes"]

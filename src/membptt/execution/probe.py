@@ -1,7 +1,8 @@
 """Measure one step's state sizes and operation times: :func:`probe` and :func:`measure_step`.
 
-Everything is measured through the executor's own primitives (the same code :func:`bptt` runs),
-so the cost model prices exactly what is executed:
+Everything is measured through the executor's own public seam (:class:`Executor`: ``run``,
+``graph``, ``backward``), the same code :func:`bptt` runs, so the cost model prices exactly
+what is executed:
 
 * ``hidden_bytes``: the distinct storages of the state a step returns.
 * ``internal_bytes``: bytes a stored internal state keeps alive: the step's autograd graph
@@ -15,10 +16,29 @@ so the cost model prices exactly what is executed:
   the executor does for consecutive stored internal states.
 * ``run_fixed`` / ``run_per_step``: a graph-free run of ``k`` steps (fused via
   ``step.advance`` when the executor would fuse) timed for ``k = 1`` and ``k = chain``; the
-  line through the two medians.
+  line through the two medians (the stepped planner's model).
+* ``working_bytes``: what an iteration holds beyond the stored states at its peak: the
+  parameter gradients, the working core's graph and its backward's temporaries, a chain's
+  summed parameter gradients, the cursor and the incoming ``dh`` (or a fused run's transient
+  when larger). A byte budget bounds stored states plus this.
+
+When the step offers ``segment`` (fused steps with graph) and is deterministic, the probe also
+measures fused calls **as a function of their length** ``L`` (``segment_lengths``, each one
+measured, no affine assumption): the forward and backward seconds of one with-graph call of
+``L`` steps, the bytes a stored ``L``-step segment holds (and without its input state), the
+working set while an ``L``-step segment is the working core (after a stored one in its chain,
+or alone, whichever is larger), and graph-free fused runs at several lengths. These go into
+``CostModel.segments`` (a :class:`~membptt.planning.costs.SegmentCosts`), on which the planner
+plans blocks of fused steps.
+
+Protocol check. Before measuring, the probe checks that ``advance`` and ``segment`` agree with
+``step`` (same states and summed loss over a few steps, within float tolerance) and that a step
+replays identically from the same default-generator RNG state (a step that draws from a private
+``torch.Generator`` would silently get wrong gradients on recomputation). A disagreement raises
+:class:`ProtocolError` naming the call and the difference.
 
 The probe leaves the parameters' ``.grad`` as it found them (they are found by walking the
-step's graph) and the global RNG state untouched.
+step's graph) and the global RNG state untouched, also when the step raises.
 """
 
 from __future__ import annotations
@@ -27,15 +47,23 @@ import math
 import statistics
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..planning.costs import CostModel
-from .executor import GRAPH, RUN, S_CURSOR, _executor
+from .executor import Executor
 from .memtrack import LiveBytesTracker, state_bytes
 
-__all__ = ["probe", "measure_step", "StepReport"]
+__all__ = ["probe", "measure_step", "StepReport", "ProtocolError", "working_set_bytes",
+           "SEGMENT_LENGTHS"]
+
+SEGMENT_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128)
+RUN_LENGTHS = (1, 4, 16, 64, 256, 1024)
+
+
+class ProtocolError(ValueError):
+    """A step's ``advance``/``segment`` disagrees with ``step``, or the step does not replay."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +74,14 @@ class StepReport:
     hidden_bytes: int
     internal_bytes: int
     beta_bytes: int
-    working_bytes: int  # one step's working set beyond stored states (see measure_step)
+    working_bytes: int  # the stepped working set (see the module docstring)
     alpha: float  # internal_bytes / hidden_bytes
     beta: float  # beta_bytes / hidden_bytes
     fused: bool
     chain: int
     repeats: int
+    grad_bytes: int = 0  # the parameter gradients (included in working_bytes)
+    segments: dict | None = field(default=None)  # fused-call measurements by length
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "costs"}
@@ -74,63 +104,72 @@ def _params_of(tensors) -> list:
     return out
 
 
-def _sync(ex):
-    for d in ex.cuda_devices:
-        torch.cuda.synchronize(d)
+def _steps(T, a, n):
+    """``(a, b)`` spans covering ``n`` steps starting at step ``a``, wrapping to step 2 after
+    ``T`` (only the inputs they select matter)."""
+    spans = []
+    while n > 0:
+        b = min(a + n - 1, T)
+        spans.append((a, b))
+        n -= b - a + 1
+        a = 2
+    return spans
 
 
-def _fresh(ex):
-    ex.hidden.clear()
-    ex.internal.clear()
-    ex.core = None
-    ex.dh = None
-    ex.cursor = None
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
-                 fused: bool = True, sizes: bool = True, times: bool = True) -> StepReport:
+                 fused: bool = True, sizes: bool = True, times: bool = True,
+                 segments: bool = True, segment_lengths=SEGMENT_LENGTHS,
+                 check: bool = True) -> StepReport:
     """Measure sizes and times of one step (see the module docstring).
 
-    ``inputs`` has time on dim 0 like for :func:`membptt.bptt`; only its first
-    ``min(len, chain)`` steps are used. ``working_bytes`` is the peak of live bytes beyond the
-    starting point during one forward with graph and its backward, plus two hidden states (the
-    cursor state and the incoming gradient ``dh_i``, which a plan does not count) and two
-    scalars (the loss sum and its gradient), or the peak
-    transient of a fused run over all of ``inputs`` (with and without losses) when larger.
+    ``inputs`` has time on dim 0 like for :func:`membptt.bptt`; the chains use steps
+    ``2..chain+1`` and the segments steps ``2..`` (cyclically within the sequence).
+    ``segments=False`` skips the fused-call measurements; ``segment_lengths`` are capped so
+    that two segments fit in the sequence (``2 L + 1 <= T``).
     """
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    if not isinstance(chain, int) or chain < 1:
-        raise ValueError(f"chain must be an integer >= 1, got {chain!r}")
-    ex = _executor(step, state0, inputs, None, None, None, fused, True, None)
-    K = min(chain, ex.T)
-    if K < 2:
-        raise ValueError(f"measure_step needs inputs with at least 2 time steps, got {ex.T}")
-    ex.preserve = False  # nothing is replayed here; we restore the global RNG ourselves
+    _check_int("repeats", repeats, 1)
+    _check_int("chain", chain, 2)
+    ex = Executor(step, state0, inputs, fused=fused, segments=segments, preserve_rng_state=False)
+    K = min(chain, ex.T - 1)
+    if ex.T < 3:
+        raise ValueError(f"measure_step needs inputs with at least 3 time steps, got {ex.T}")
+    lengths = ()
+    if ex.segments:
+        lengths = tuple(sorted({int(L) for L in segment_lengths if 2 * int(L) + 1 <= ex.T}))
+        if not lengths or lengths[0] != 1:
+            lengths = tuple(sorted(set(lengths) | {1}))
     rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in ex.cuda_devices])
-    # find the parameters; stash their .grad so the probe has no side effect on them
-    ex.cursor = ex.state0
-    with torch.no_grad():
-        ex._run((RUN, S_CURSOR, 0, 1, 1, False), False)
-    h1 = ex.cursor
-    rec = ex._graph_step(h1, 2)
-    params = _params_of([rec[3]] + [t for t in rec[2] if isinstance(t, torch.Tensor)])
-    one = torch.ones_like(rec[3])
-    del rec
-    if ex.any_x_grad:
-        ex.gx = [torch.zeros_like(t) if g else None for t, g in zip(ex.inputs, ex.x_grad)]
-    stash = [p.grad for p in params]
+    params, stash = [], []
     try:
+        if check:
+            _protocol_check(ex, rng)
+        # find the parameters; stash their .grad so the probe has no side effect on them
+        h1, _ = ex.run(ex.start(), 1, 1)
+        rec = ex.graph(h1, 2)
+        params = _params_of([rec.loss] + [t for t in rec.out])
+        one = torch.ones_like(rec.loss)
+        del rec
+        if ex.any_x_grad:
+            ex.gx = [torch.zeros_like(t) if g else None for t, g in zip(ex.inputs, ex.x_grad)]
+        stash = [p.grad for p in params]
         for p in params:
             p.grad = None
         ex.gloss = one
         # warm-up (also allocates .grad, so later accumulation is in place)
         _chain(ex, K, h1)
-        if fused and ex.fused:
+        if ex.fused:
             _timed_run(ex, h1, K)
+        grad_bytes = sum(p.numel() * p.element_size() for p in params)
         hidden = state_bytes(h1)
+        extra = 2 * hidden + 2 * one.untyped_storage().nbytes() + grad_bytes
         if sizes:
-            internal, beta, working = _sizes(ex, h1, K)
+            internal, beta, working = _sizes(ex, h1)
+            working += extra
         else:
             internal = beta = working = None
         if times:
@@ -147,165 +186,340 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             fixed = max(r1 - per, 0.0)
         else:
             per, fixed, t_graph, t_back = 1.0, 0.0, 1.0, 2.0
+        seg = None
+        if lengths:
+            seg = _segments(ex, h1, lengths, repeats, sizes, times, extra)
     finally:
-        _fresh(ex)
+        ex.reset()
+        ex.gx = None
         for p, g in zip(params, stash):
             p.grad = g
         torch.set_rng_state(rng[0])
         for d, s in zip(ex.cuda_devices, rng[1]):
             torch.cuda.set_rng_state(s, d)
-    costs = CostModel(run_fixed=fixed, run_per_step=per, forward_graph=t_graph, backward=t_back,
-                      hidden_bytes=hidden if sizes else None,
-                      internal_bytes=internal, beta_bytes=beta)
+    costs = _cost_model(fixed, per, t_graph, t_back, hidden if sizes else None, internal, beta,
+                        working, seg)
     return StepReport(costs=costs, hidden_bytes=hidden, internal_bytes=internal or 0,
                       beta_bytes=beta or 0, working_bytes=working or 0,
                       alpha=(internal or 0) / hidden, beta=(beta or 0) / hidden,
-                      fused=ex.fused, chain=K, repeats=repeats)
+                      fused=ex.fused, chain=K, repeats=repeats, grad_bytes=grad_bytes,
+                      segments=seg)
+
+
+def _cost_model(fixed, per, t_graph, t_back, hidden, internal, beta, working, seg):
+    kw = dict(run_fixed=fixed, run_per_step=per, forward_graph=t_graph, backward=t_back,
+              hidden_bytes=hidden, internal_bytes=internal, beta_bytes=beta)
+    try:  # the planner's fused-segment model (membptt.planning.costs.SegmentCosts)
+        from ..planning.costs import SegmentCosts
+    except ImportError:  # pragma: no cover - an older planning package
+        return CostModel(**kw)
+    kw["working_bytes"] = working
+    if seg is not None and seg.get("stored_bytes") is not None and seg.get("forward"):
+        kw["segments"] = SegmentCosts(**seg)
+    return CostModel(**kw)
 
 
 def probe(step, state0, inputs, **kw) -> CostModel:
     """The planner's :class:`CostModel` for ``step``, measured (seconds and bytes).
 
     ``membptt.plan(strategy, T, memory="5%", costs=membptt.probe(step, state0, inputs))``
-    plans on real sizes and times. Keywords as :func:`measure_step`.
+    plans on real sizes and times (on fused blocks when the step offers ``segment``).
+    Keywords as :func:`measure_step`.
     """
     return measure_step(step, state0, inputs, **kw).costs
 
 
-def _cyclic_steps(T, n):
-    """``n`` step indices 2, 3, .., T, 2, 3, .. (only the inputs they select matter);
-    all 1 when T == 1."""
-    return [2 + k % (T - 1) if T > 1 else 1 for k in range(n)]
+# -- protocol check ---------------------------------------------------------------------------------
+
+def _tol(t):
+    return (1e-9, 1e-9) if t.dtype == torch.float64 else (2e-3, 1e-4)
 
 
-def _linked_forwards(ex, h, steps, recs, prev=None):
-    """Forwards with graph of ``steps`` from ``h``, each linked to the previous one (as the
-    executor links consecutive stored internal states); appends the records to ``recs``."""
-    single = ex.single
-    for i in steps:
-        hin, xleaf, out, loss = ex._graph_step(h, i, prev)
-        prev = (out,) if single else tuple(out)
-        h = tuple(t.detach() for t in prev)
-        recs.append((hin, xleaf, prev, loss, h, None))
-    return prev
+def _differ(a, b):
+    """A description of how tensors ``a`` and ``b`` differ beyond float tolerance, or None."""
+    rtol, atol = _tol(a)
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    if not torch.allclose(a, b, rtol=rtol, atol=atol * max(scale, 1.0)):
+        d = float((a - b).abs().max())
+        return f"max |difference| {d:.3g} (values up to {scale:.3g})"
+    return None
+
+
+def _compare(what, got, ref, loss_got, loss_ref):
+    for k, (g, r) in enumerate(zip(got, ref)):
+        why = _differ(g.detach(), r.detach())
+        if why:
+            raise ProtocolError(f"{what} disagrees with stepping `step`: state element {k} "
+                                f"differs, {why}")
+    if loss_got is not None:
+        why = _differ(loss_got.detach().reshape(1), loss_ref.detach().reshape(1))
+        if why:
+            raise ProtocolError(
+                f"{what} disagrees with stepping `step`: the summed loss is "
+                f"{float(loss_got):.6g}, stepping gives {float(loss_ref):.6g} ({why}; "
+                f"ratio {float(loss_got) / float(loss_ref) if float(loss_ref) else math.nan:.4g})")
+
+
+def _protocol_check(ex, rng):
+    """advance/segment agree with step; a step replays from the same RNG state."""
+    n = min(4, ex.T - 1)
+    h0 = ex.start()
+    with torch.no_grad():
+        ref, ref_loss, h = [], None, h0
+        for i in range(1, n + 1):
+            out, loss = ex.step(ex.user(h), ex.xsteps[i - 1])
+            h = ex._check_state(f"step {i}", out)
+            ref_loss = loss if ref_loss is None else ref_loss + loss
+            ref.append(h)
+        # replay: the same step from the same RNG state gives the same result
+        torch.set_rng_state(rng[0])
+        for d, s in zip(ex.cuda_devices, rng[1]):
+            torch.cuda.set_rng_state(s, d)
+        out1, l1 = ex.step(ex.user(h0), ex.xsteps[0])
+        torch.set_rng_state(rng[0])
+        for d, s in zip(ex.cuda_devices, rng[1]):
+            torch.cuda.set_rng_state(s, d)
+        out2, l2 = ex.step(ex.user(h0), ex.xsteps[0])
+        try:
+            _compare("a second call of `step` from the same state and default-generator RNG "
+                     "state", ex._check_state("step 1", out2), ex._check_state("step 1", out1),
+                     l2, l1)
+        except ProtocolError as e:
+            raise ProtocolError(
+                f"{e}: the step is not reproducible from the default generators' state (does "
+                "it draw from a private torch.Generator, or run nondeterministic kernels?); "
+                "recomputation could not replay it and gradients would be wrong") from None
+        if ex.fused:
+            for need_loss in (True, False):
+                out, loss = ex.step.advance(ex.user(h0), ex._xs(1, n), need_loss)
+                got = ex._check_state(f"steps 1..{n} (step.advance)", out)
+                _compare(f"step.advance over steps 1..{n} (need_loss={need_loss})", got,
+                         ref[-1], loss if need_loss else None, ref_loss)
+                if not need_loss and loss is not None:
+                    raise ProtocolError("step.advance(..., need_loss=False) must return None as "
+                                        f"its loss, got {type(loss).__name__}")
+    if ex.segments and n >= 2:
+        with torch.enable_grad():
+            out, loss = ex.step.segment(ex.user(h0), ex._xs(1, n))
+        got = ex._check(f"steps 1..{n} (step.segment)", out, loss)
+        _compare(f"step.segment over steps 1..{n}", got, ref[-1], loss, ref_loss)
+
+
+# -- timing and sizes -------------------------------------------------------------------------------
+
+def _linked(ex, h, spans, prev=None):
+    """Forwards with graph over ``spans`` from ``h``, each linked to the previous record (as
+    the executor links consecutive stored internal states); returns the records, newest last."""
+    recs = []
+    for a, b in spans:
+        rec = ex.graph(h, a, b, link=prev)
+        recs.append(rec)
+        prev, h = rec, rec.cur
+    return recs
 
 
 def _chain(ex, K, h1):
-    """Forwards with graph of steps 2..K+1 (stored, linked into one chain), then their backward.
-
-    This is what the executor runs for a chain of consecutive internal states whose backwards
-    are adjacent (one ``torch.autograd.backward`` call; see ``executor._link``). Uses steps
-    ``2..K`` of the inputs cyclically when K == T. Returns (forward s, backward s).
-    """
-    idx = _cyclic_steps(ex.T, K)
-    _fresh(ex)
-    ex.dh = tuple(torch.zeros_like(t) for t in h1)
-    _sync(ex)
+    """Forwards with graph of ``K`` single steps from step 2 (stored, linked into one chain),
+    then their backward in one call, as the executor runs a chain of consecutive internal
+    states. Returns (forward s, backward s)."""
+    spans = [(i, i) for a, b in _steps(ex.T, 2, K) for i in range(a, b + 1)]
+    ex.reset()
+    dh = tuple(torch.zeros_like(t) for t in h1)
+    ex.sync()
     t0 = time.perf_counter()
-    recs = []
-    _linked_forwards(ex, h1, idx, recs)
-    _sync(ex)
+    recs = _linked(ex, h1, spans)
+    ex.sync()
     t1 = time.perf_counter()
     recs.reverse()
-    ex._back_chain(recs, 2)
-    _sync(ex)
+    ex.backward(recs, dh=dh, gloss=ex.gloss)
+    ex.sync()
     t2 = time.perf_counter()
-    _fresh(ex)
+    ex.reset()
     return t1 - t0, t2 - t1
 
 
 CHAIN_LENGTHS = (1, 2, 3, 4)
 
 
-def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS) -> int:
-    """Working set of backpropagating chains of linked steps, measured (bytes).
+def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS, segment: int = 1) -> int:
+    """Working set of backpropagating chains of linked records, measured (bytes).
 
-    For each length ``L``: from a held state ``h`` and a held incoming gradient ``dh``, the
-    forwards with graph of ``L`` linked steps, then their backward in one call, as the executor
-    runs them. What counts is the peak of live bytes (tracker ``mt``) from just before the
-    *last* step's forward on, beyond what was live then: the other ``L - 1`` records are
-    stored states a plan counts; the last step is the working core a plan does not count.
-    Returns the largest over ``lengths``. ``L = 1`` is a lone core step; longer chains also
-    hold, until the chain is done, the parameter gradients summed over it (autograd's
-    accumulation buffer) and the gradients flowing between steps; measured here it stops
-    growing from ``L = 3`` on.
+    For each length ``n``: from a held state ``h`` and a held incoming gradient ``dh``, the
+    forwards with graph of ``n`` linked records of ``segment`` steps each (single steps when
+    ``segment == 1``, fused segments otherwise), then their backward in one call, as the
+    executor runs them. What counts is the peak of live bytes (tracker ``mt``) from just before
+    the *last* record's forward on, beyond what was live then: the other ``n - 1`` records are
+    stored states a plan counts; the last is the working core a plan does not count. Returns
+    the largest over ``lengths``. Longer chains also hold, until the chain is done, the
+    parameter gradients summed over it (autograd's accumulation buffer) and the gradients
+    flowing between records; measured here it stops growing from 3 single steps on.
     """
-    T = ex.T
     worst = 0
-    for L in lengths:
-        steps = _cyclic_steps(T, L)
-        ex.dh = tuple(torch.zeros_like(t) for t in h)
-        recs = []
-        prev = _linked_forwards(ex, h, steps[:-1], recs)
-        hh = recs[-1][4] if recs else h
+    for n in lengths:
+        spans = _steps(ex.T, 2, n * segment)
+        spans = [(a + k * segment, a + (k + 1) * segment - 1)
+                 for a, b in spans for k in range((b - a + 1) // segment)]
+        if len(spans) < n:
+            continue
+        spans = spans[:n]
+        dh = tuple(torch.zeros_like(t) for t in h)
+        recs = _linked(ex, h, spans[:-1])
+        prev = recs[-1] if recs else None
+        hh = prev.cur if prev is not None else h
         base = mt.current_bytes
         mt.reset_peak()
-        _linked_forwards(ex, hh, steps[-1:], recs, prev)
+        recs += _linked(ex, hh, spans[-1:], prev)
         del prev, hh
         recs.reverse()
-        ex._back_chain(recs, 2)
-        ex.dh = None
+        ex.backward(recs, dh=dh, gloss=ex.gloss)
+        del dh
         worst = max(worst, mt.peak_bytes - base)
     return worst
 
 
 def _timed_run(ex, h1, k):
     """Seconds of one graph-free run of k steps (steps 2..k+1, cyclically), as executed."""
-    T = ex.T
-    _fresh(ex)
-    ex.cursor = h1
-    a = 2
-    b = min(a + k - 1, T)
-    spans = [(a, b)]
-    left = k - (b - a + 1)
-    while left > 0:  # only when k > T - 1: continue from step 2 again
-        n = min(left, T - 1)
-        spans.append((2, 1 + n))
-        left -= n
-    _sync(ex)
+    ex.reset()
+    spans = _steps(ex.T, 2, k)
+    ex.sync()
     t0 = time.perf_counter()
+    h = h1
     for a, b in spans:
-        ex._run((RUN, S_CURSOR, 0, a, b, False), False)
-    _sync(ex)
+        h, _ = ex.run(h, a, b)
+    ex.sync()
     t = time.perf_counter() - t0
-    _fresh(ex)
+    ex.reset()
     return t
 
 
-def _sizes(ex, h1, K):
+def _record_bytes(ex, h, a, b, mt, link=None):
+    """(bytes a stored record of steps a..b keeps, the same without its input state)."""
+    refs = [weakref.ref(t.untyped_storage()) for t in h]
+    nbytes = [t.untyped_storage().nbytes() for t in h]
+    base = mt.current_bytes
+    rec = ex.graph(h, a, b, link=link)
+    del h
+    total = mt.current_bytes - base + sum(nbytes)
+    beta = total - sum(n for r, n in zip(refs, nbytes) if r() is not None)
+    return rec, total, beta
+
+
+def _sizes(ex, h1):
     with LiveBytesTracker() as mt:
-        # a fresh input state, created inside the tracker
-        ex.cursor = tuple(t.clone() for t in h1)
-        ex._run((RUN, S_CURSOR, 0, 2, 2, False), False)
-        h = ex.cursor
-        refs = [weakref.ref(t.untyped_storage()) for t in h]
-        nbytes = [t.untyped_storage().nbytes() for t in h]
-        base = mt.current_bytes  # h only
-        ex._graph((GRAPH, S_CURSOR, 0, 3 if ex.T >= 3 else 2, False, False), False)
-        ex.cursor = None
-        del h
-        # live = (base - bytes(h)) + new storages + the input storages the record holds
-        internal = mt.current_bytes - base + sum(nbytes)
-        beta = internal - sum(n for r, n in zip(refs, nbytes) if r() is not None)
-        _fresh(ex)
+        # a fresh input state, created inside the tracker (so its storage is counted)
+        h, _ = ex.run(tuple(t.clone() for t in h1), 2, 2)
+        rec, internal, beta = _record_bytes(ex, h, 3, 3, mt)
+        del rec, h
+        ex.reset()
         # working set: chains of linked steps (a lone core step included) backpropagated from
         # a held state and a held dh
         h = tuple(t.clone() for t in h1)
         working = chain_working_bytes(ex, h, mt)
-        if ex.fused:  # the longest fused run there can be, with and without losses
-            for first in (False, True):
-                ex.cursor = h
-                base = mt.current_bytes
-                mt.reset_peak()
-                ex._run((RUN, S_CURSOR, 0, 2, ex.T, False), first)
-                ex.cursor = None
-                ex.loss_sum = None
-                working = max(working, mt.peak_bytes - base)
-        _fresh(ex)
+        working = max(working, _run_transient(ex, h, mt))
+        ex.reset()
         del h
-    hidden = state_bytes(h1)
-    scalars = 2 * ex.gloss.untyped_storage().nbytes()  # the loss sum and its gradient
-    return internal, max(beta, 1), working + 2 * hidden + scalars
+    return internal, max(beta, 1), working
+
+
+def _run_transient(ex, h, mt):
+    """The peak transient of the longest fused run there can be, with and without losses."""
+    if not ex.fused:
+        return 0
+    worst = 0
+    for need_loss in (False, True):
+        base = mt.current_bytes
+        mt.reset_peak()
+        out = ex.run(h, 2, ex.T, need_loss=need_loss)
+        del out
+        worst = max(worst, mt.peak_bytes - base)
+    return worst
+
+
+def _segments(ex, h1, lengths, repeats, sizes, times, extra):
+    """Fused-call measurements by length (see the module docstring)."""
+    T = ex.T
+    fwd, bwd, stored, beta, working = [], [], [], [], []
+    for L in lengths:
+        if times:
+            f, g = [], []
+            for _ in range(repeats):
+                ex.reset()
+                dh = tuple(torch.zeros_like(t) for t in h1)
+                ex.sync()
+                t0 = time.perf_counter()
+                rec = ex.graph(h1, 2, 1 + L)
+                ex.sync()
+                t1 = time.perf_counter()
+                ex.backward([rec], dh=dh, gloss=ex.gloss)
+                ex.sync()
+                t2 = time.perf_counter()
+                del rec
+                f.append(t1 - t0)
+                g.append(t2 - t1)
+            fwd.append(statistics.median(f))
+            bwd.append(statistics.median(g))
+        if sizes:
+            with LiveBytesTracker() as mt:
+                h, _ = ex.run(tuple(t.clone() for t in h1), 2, 2)
+                rec, s, b = _record_bytes(ex, h, 3, 2 + L, mt)
+                del rec, h
+                ex.reset()
+                h = tuple(t.clone() for t in h1)
+                w = chain_working_bytes(ex, h, mt, (1, 2), segment=L)
+                ex.reset()
+                del h
+            stored.append(int(s))
+            beta.append(int(max(b, 1)))
+            working.append(int(w + extra))
+    run_lengths = tuple(L for L in RUN_LENGTHS if L <= T - 1) or (1,)
+    run_seconds = []
+    if times:
+        for L in run_lengths:
+            run_seconds.append(statistics.median(_timed_run(ex, h1, L) for _ in range(repeats)))
+    run_transient = 0
+    if sizes:
+        with LiveBytesTracker() as mt:
+            h = tuple(t.clone() for t in h1)
+            run_transient = _run_transient(ex, h, mt)
+            del h
+        working = [max(w, run_transient + extra) for w in working]
+    return {
+        "lengths": tuple(lengths),
+        "forward": tuple(fwd) if times else None,
+        "backward": tuple(bwd) if times else None,
+        "stored_bytes": tuple(stored) if sizes else None,
+        "beta_bytes": tuple(beta) if sizes else None,
+        "working_bytes": tuple(working) if sizes else None,
+        "run_lengths": run_lengths if times else None,
+        "run_seconds": tuple(run_seconds) if times else None,
+    }
+
+
+def working_set_bytes(step, state0, inputs, *, chain: bool = False) -> int:
+    """Working set of one executor step beyond stored states (bytes), measured the way the
+    executor runs a core step: from a held input state and a held incoming gradient ``dh``,
+    with parameter gradients already allocated (as after the first backward of an iteration),
+    plus two hidden states (the cursor and ``dh``). With ``chain=True``: the largest such
+    excess over chains of 1-4 linked steps backpropagated by one call, which also hold the
+    parameter gradients summed over the chain until it is done. The parameter gradients
+    themselves are *not* included (the caller adds them where they count)."""
+    ex = Executor(step, state0, inputs, preserve_rng_state=False)
+    h1 = tuple(t.detach().clone() for t in ex.start())
+    rec = ex.graph(h1, 1)
+    params = _params_of([rec.loss] + list(rec.out))
+    del rec
+    stash = [p.grad for p in params]
+    try:
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        ex.gloss = torch.ones((), dtype=h1[0].dtype, device=h1[0].device)
+        with LiveBytesTracker() as tr:
+            peak = chain_working_bytes(ex, h1, tr, CHAIN_LENGTHS if chain else (1,))
+    finally:
+        ex.reset()
+        for p, g in zip(params, stash):
+            p.grad = g
+    return int(peak + 2 * state_bytes(h1))
 
 
 def alpha_beta_units(report: StepReport) -> tuple[int, int]:

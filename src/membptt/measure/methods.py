@@ -187,30 +187,14 @@ def step_working_bytes(w: Workload, chain: bool = False) -> int:
     states (:func:`membptt.execution.probe.chain_working_bytes`); a chain also holds the
     parameter gradients summed over it until it is done. Cached on the workload.
     """
-    from membptt.execution.executor import _executor
-    from membptt.execution.probe import CHAIN_LENGTHS, chain_working_bytes
+    from membptt.execution import working_set_bytes as measured
 
     key = "_step_working_bytes_chain" if chain else "_step_working_bytes"
     cached = getattr(w, key, None)
-    if cached is not None:
-        return cached
-    params = w.parameters()
-    stash = [p.grad for p in params]
-    ex = _executor(w.step_fn, w.state0, w.inputs, None, None, None, True, False, None)
-    ex.preserve = False
-    try:
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        h = tuple(t.detach().clone() for t in w.state0)
-        ex.gloss = torch.ones((), dtype=h[0].dtype, device=h[0].device)
-        with LiveBytesTracker() as tr:
-            peak = chain_working_bytes(ex, h, tr, CHAIN_LENGTHS if chain else (1,))
-    finally:
-        for p, g in zip(params, stash):
-            p.grad = g
-    hidden = sum(t.untyped_storage().nbytes() for t in w.state0)
-    setattr(w, key, int(peak + 2 * hidden))
-    return getattr(w, key)
+    if cached is None:
+        cached = measured(w.step_fn, w.state0, w.inputs, chain=chain)
+        setattr(w, key, cached)
+    return cached
 
 
 def working_set_bytes(w: Workload, plan=None, *, chains: bool | None = None) -> int:
@@ -257,12 +241,9 @@ def working_set_bytes(w: Workload, plan=None, *, chains: bool | None = None) -> 
 def chains_of(plan) -> str:
     """Where the executor backpropagates consecutive steps of ``plan`` in one call: ``"none"``,
     ``"first"`` (only in its first backward call) or ``"later"``."""
-    from membptt.execution.executor import BACK, _compiled
+    from membptt.execution import compiled
 
-    program, split = _compiled(tuple(plan.ops), plan.seq_len)
-    if any(ins[0] == BACK and ins[2] > 1 for ins in program[split + 1:]):
-        return "later"
-    return "first" if program[split][2] > 1 else "none"
+    return compiled(plan).chain_placement()
 
 
 class PlanMethod(Method):

@@ -3,10 +3,13 @@
 Every model here is an ``nn.Module`` usable directly as the ``step`` of :func:`membptt.bptt`:
 ``model(state, (x_t, y_t)) -> (new_state, loss_t)`` with a per-step summed cross-entropy loss.
 Each also offers ``initial_state(batch)``, ``deterministic`` (no dropout active) and the fused
-multi-step graph-free ``advance(state, (xs, ys), need_loss)`` that the executor uses for runs.
+multi-step graph-free ``advance(state, (xs, ys), need_loss)`` that the executor uses for runs,
+and ``segment(state, (xs, ys))``, the fused multi-step call *with* graph it uses for segments.
+:class:`FusedRNNStep` adapts a user's own ``nn.LSTM``/``nn.GRU`` + head + loss the same way.
 """
 
+from .fused import FusedRNNStep
 from .rnn import GRULanguageModel, LSTMLanguageModel, RNNLanguageModel
 from .synthetic import synthetic_task
 
-__all__ = ["LSTMLanguageModel", "GRULanguageModel", "RNNLanguageModel", "synthetic_task"]
+__all__ = ["FusedRNNStep", "LSTMLanguageModel", "GRULanguageModel", "RNNLanguageModel", "synthetic_task"]

@@ -22,6 +22,8 @@ class RNNLanguageModel(nn.Module):
     the cell (``nn.LSTMCell``: state ``(h, c)``; ``nn.GRUCell``: state ``h``), dropout, a linear
     head and ``cross_entropy(..., reduction="sum")`` against the targets ``y_t`` ``(B,)``.
 
+    ``segment(state, (xs, ys))`` runs ``len(xs)`` steps *with* graph in one fused call and
+    returns the final state and the summed loss (the executor's fused segments).
     ``advance(state, (xs, ys), need_loss)`` runs ``len(xs)`` steps without a graph in one fused
     ``nn.LSTM`` / ``nn.GRU`` call per chunk of ``fused_chunk`` steps (the fused module shares
     the cell's parameter tensors; it is not a registered submodule, so ``parameters()`` and
@@ -91,35 +93,28 @@ class RNNLanguageModel(nn.Module):
                 setattr(fused, dst, p)
         return fused
 
-    @torch.no_grad()
-    def advance(self, state, xs, need_loss: bool = False):
-        """``len(xs)`` graph-free steps; returns ``(state, summed loss or None)``."""
-        if not self.deterministic:
-            raise RuntimeError("advance() is exact only without active dropout "
-                               "(call .eval() or use dropout=0)")
+    def _fused_call(self, state, xs, need_loss: bool):
+        """One pass of the fused module over ``xs = (x, y)`` (time on dim 0) from ``state``:
+        ``(final state, summed loss or None)``; with graph when grad is enabled."""
         x, y = xs
         fused = self._sync_fused()
         lstm = self.kind == "lstm"
-        if lstm:
-            h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
-        else:
-            h = state.unsqueeze(0)
+        h = (state[0].unsqueeze(0), state[1].unsqueeze(0)) if lstm else state.unsqueeze(0)
+        graph = torch.is_grad_enabled()
+        chunk = x.shape[0] if graph else self.fused_chunk
         total = None
-        n = x.shape[0]
         with warnings.catch_warnings():
             # non-contiguous weights on CUDA: cuDNN copies them, correct but warns every call
             warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            for s in range(0, n, self.fused_chunk):
-                xc = x[s:s + self.fused_chunk]
+            for s in range(0, x.shape[0], chunk):
+                xc = x[s:s + chunk]
                 if self.embedding is not None:
                     xc = self.embedding(xc)
-                if lstm:
-                    out, (h, c) = fused(xc, (h, c))
-                else:
-                    out, h = fused(xc, h)
+                out, h = fused(xc, h)
                 if need_loss:
-                    for u in range(0, out.shape[0], self.loss_chunk):
-                        logits = self.head(out[u:u + self.loss_chunk])
+                    step = out.shape[0] if graph else self.loss_chunk
+                    for u in range(0, out.shape[0], step):
+                        logits = self.head(out[u:u + step])
                         k = s + u
                         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                y[k:k + logits.shape[0]].reshape(-1),
@@ -127,8 +122,25 @@ class RNNLanguageModel(nn.Module):
                         del logits
                         total = loss if total is None else total + loss
                 del out
-        state = (h[0], c[0]) if lstm else h[0]
+        state = (h[0][0], h[1][0]) if lstm else h[0]
         return state, total
+
+    @torch.no_grad()
+    def advance(self, state, xs, need_loss: bool = False):
+        """``len(xs)`` graph-free steps; returns ``(state, summed loss or None)``."""
+        if not self.deterministic:
+            raise RuntimeError("advance() is exact only without active dropout "
+                               "(call .eval() or use dropout=0)")
+        return self._fused_call(state, xs, need_loss)
+
+    def segment(self, state, xs):
+        """``len(xs)`` steps *with graph* in one fused call (``nn.LSTM``/``nn.GRU``: oneDNN on
+        CPU, cuDNN on CUDA), the head and the summed loss: ``(final state, summed loss)``.
+        Exact only without active dropout (the per-step masks could not be replayed)."""
+        if not self.deterministic:
+            raise RuntimeError("segment() is exact only without active dropout "
+                               "(call .eval() or use dropout=0)")
+        return self._fused_call(state, xs, True)
 
     def extra_repr(self) -> str:
         return (f"dropout={self.dropout}, fused_chunk={self.fused_chunk}, "
