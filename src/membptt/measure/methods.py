@@ -32,7 +32,6 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .tracker import LiveBytesTracker
 from .workload import Workload
 
 __all__ = ["Method", "METHODS", "get_method", "Infeasible"]
