@@ -28,6 +28,20 @@ class PlanError(ValueError):
     """An invalid plan; the message names the operation index and what was missing."""
 
 
+class BudgetTooSmall(PlanError):
+    """A memory budget below the smallest one the strategy can run in (a ``ValueError``).
+
+    Attributes: ``requested`` (the budget as given), ``minimum`` (the smallest feasible
+    budget, in the units the message states: hidden-state units, or bytes for byte and
+    percentage budgets of block plans), ``strategy`` and ``seq_len``.
+    """
+
+    def __init__(self, message: str, *, requested, minimum, strategy: str, seq_len: int):
+        super().__init__(message)
+        self.requested, self.minimum = requested, minimum
+        self.strategy, self.seq_len = strategy, seq_len
+
+
 @dataclass(frozen=True)
 class SimResult:
     seq_len: int
