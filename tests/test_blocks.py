@@ -152,7 +152,7 @@ def test_block_plans_valid_within_step_budget_and_not_below_optimum(strategy, al
             assert p.forward_ops == p.forward_cost  # unit prices: cost = forward count
             assert p.forward_ops >= step_optimum(strategy, t, m, alpha, beta)
             if t % k == 0:
-                assert p.forward_ops == p.info["dp_cost"]
+                assert p.forward_ops == p.info["block_dp_cost"]
         with pytest.raises(BudgetTooSmall):
             membptt.plan(strategy, t, lo - 1, alpha=alpha, beta=beta, block=k)
 
@@ -284,6 +284,8 @@ def test_min_memory_bytes_is_the_threshold(strategy, block):
     with pytest.raises(BudgetTooSmall) as e:
         membptt.plan(strategy, 30, f"{lo.bytes - 1}B", costs=costs, block=lo.block or block)
     assert e.value.strategy == strategy and e.value.seq_len == 30
+    assert e.value.minimum_bytes == lo.bytes
+    assert e.value.unit == ("units" if block is None else "bytes")
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -78,7 +78,7 @@ import math
 from dataclasses import dataclass
 
 from . import dp
-from .budget import Budget
+from .budget import VALID_FORMS, Budget
 from .costs import CostModel
 from .ops import Backward, Drop, Forward, Op
 from .plan import Plan
@@ -323,8 +323,7 @@ class BlockPlan(Plan):
 
     def to_dict(self, with_ops: bool = False) -> dict:
         d = super().to_dict(with_ops)
-        d.update(block=self.block_size, working_set_bytes=self.working_set_bytes,
-                 predicted_peak_bytes=self.predicted_peak_bytes)
+        d["working_set_bytes"] = self.working_set_bytes
         return d
 
     def __str__(self) -> str:
@@ -402,7 +401,8 @@ def _solve_block(strategy: str, T: int, k: int, prices: Prices, kind, units, nby
     fwd, bwd = price(block_ops, bounds, prices)
     work = max(prices.working(k), prices.working(r)) if prices.working(k) is not None else None
     cand.update(feasible=True, block_ops=tuple(block_ops), block_sim=bsim, block_costs=bcosts,
-                dp_cost=tab.cost(n, mem), dp_memory=mem, forward_cost=fwd, backward_cost=bwd,
+                block_dp_cost=tab.cost(n, mem), block_dp_memory=mem, forward_cost=fwd,
+                backward_cost=bwd,
                 predicted_cost=fwd + bwd, working_set_bytes=work,
                 predicted_peak_bytes=None if work is None or bsim.peak_bytes is None
                 else bsim.peak_bytes + work)
@@ -432,7 +432,7 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
         raise ValueError(f"strategy {strategy!r} needs alpha (internal-state size in "
                          "hidden-state units): pass alpha=... or costs with state sizes")
     if memory is None:
-        raise ValueError(f"strategy {strategy!r} needs a memory budget")
+        raise ValueError(f"block planning needs a memory budget ({VALID_FORMS})")
     kind, value, nbytes, note = requested_bytes(memory, seq_len=seq_len, costs=costs,
                                                 percent_of=percent_of)
     units = None
@@ -463,19 +463,21 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
             f"memory budget {memory!r} ({have}) is below the minimum of strategy {strategy!r} "
             f"for seq_len={seq_len} with blocks of {[c['k'] for c in cands]} steps: "
             f"{need} {'B' if nbytes is not None else 'units'}",
-            requested=memory, minimum=need, strategy=strategy, seq_len=seq_len)
+            requested=memory, minimum=need, strategy=strategy, seq_len=seq_len,
+            unit="bytes" if nbytes is not None else "units")
     best = min(ok, key=lambda c: (c["predicted_cost"], c["predicted_peak_bytes"] or 0, c["k"]))
     k = best["k"]
     ops = expand(best["block_ops"], block_bounds(seq_len, k))
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
                        count_initial=strat.count_initial, costs=costs)
+    minus = f"minus {best['reserve_of']} " if best["reserve"] else ""
     budget = Budget(str(memory), kind, best["block_memory"], nbytes,
-                    (note + "; " if note else "") + f"minus {best['reserve_of']} = "
-                    f"{best['block_memory']} units for stored blocks of {k} steps")
+                    (note + "; " if note else "") + minus
+                    + f"-> {best['block_memory']} units for stored blocks of {k} steps")
     keep = ("k", "feasible", "blocks", "last_block", "block_alpha", "block_beta",
-            "block_memory", "dp_cost", "predicted_cost", "predicted_peak_bytes")
-    info = {"block": k, "prices": prices.source, "dp_cost": best["dp_cost"],
-            "dp_memory": best["dp_memory"], "block_alpha": best["block_alpha"],
+            "block_memory", "block_dp_cost", "predicted_cost", "predicted_peak_bytes")
+    info = {"block": k, "prices": prices.source, "block_dp_cost": best["block_dp_cost"],
+            "block_dp_memory": best["block_dp_memory"], "block_alpha": best["block_alpha"],
             "block_beta": best["block_beta"], "run_fit": best["run_fit"],
             "candidates": [{key: c.get(key) for key in keep} for c in cands]}
     return BlockPlan(strategy, seq_len, tuple(ops), alpha, beta, strat.count_initial, costs,

@@ -106,6 +106,8 @@ class Plan:
             "forward_cost": self.forward_cost,
             "predicted_cost": self.predicted_cost,
             "counts_initial_state": self.count_initial,
+            "block": self.block,
+            "predicted_peak_bytes": self.predicted_peak_bytes,
             "costs": self.costs.to_dict(),
             "info": self.info,
         }
@@ -212,7 +214,9 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
                 + (f", alpha={alpha}" if alpha is not None else "")
                 + (f", beta={beta}" if beta is not None else "")
                 + f": {minimum} units",
-                requested=memory, minimum=minimum, strategy=strategy, seq_len=seq_len)
+                requested=memory, minimum=minimum, strategy=strategy, seq_len=seq_len,
+                minimum_bytes=None if not costs.hidden_bytes else  # as membptt.min_memory
+                (minimum - strat.count_initial) * costs.hidden_bytes + (costs.working_bytes or 0))
     req = S.Request(seq_len, units, alpha, beta, costs, dict(options))
     ops, info = strat.build(req)
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
