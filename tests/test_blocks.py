@@ -331,3 +331,11 @@ def test_step_replay_matches_block_replay_counts():
     k = p.block
     assert sum(min(k, 45 - (op.step - 1) * k) for op in p.block_ops
                if isinstance(op, membptt.Forward)) == p.forward_ops
+
+
+def test_stepped_percent_from_segments_alone():
+    """Without step sizes, the segments' 1-step values stand in for stepped BPTT's bytes."""
+    seg = segments()
+    p = membptt.plan("msm", 40, "20%", costs=CostModel(hidden_bytes=HB, segments=seg))
+    assert p.budget.bytes == int(0.2 * (40 * seg.stored_bytes[0] + seg.working_bytes[0]))
+    assert p.predicted_peak_bytes <= p.budget.bytes and p.info["k_measured"]

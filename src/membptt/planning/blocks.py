@@ -476,7 +476,8 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
                     + f"-> {best['block_memory']} units for stored blocks of {k} steps")
     keep = ("k", "feasible", "blocks", "last_block", "block_alpha", "block_beta",
             "block_memory", "block_dp_cost", "predicted_cost", "predicted_peak_bytes")
-    info = {"block": k, "prices": prices.source, "block_dp_cost": best["block_dp_cost"],
+    info = {"block": k, "prices": prices.source,
+            "k_measured": costs.segments is None or k in costs.segments.lengths, "block_dp_cost": best["block_dp_cost"],
             "block_dp_memory": best["block_dp_memory"], "block_alpha": best["block_alpha"],
             "block_beta": best["block_beta"], "run_fit": best["run_fit"],
             "candidates": [{key: c.get(key) for key in keep} for c in cands]}

@@ -16,7 +16,8 @@ When the cost model carries a working set, a byte or percentage budget bounds
 
 * ``"stepped"`` (default): the bytes plain stepped BPTT holds, ``T * internal_bytes +
   working_bytes`` (``T * internal_bytes`` when no working set is known, which is the
-  full-cache memory of :mod:`~membptt.planning.budget`; ``alpha * T`` units without sizes);
+  full-cache memory of :mod:`~membptt.planning.budget`; ``alpha * T`` units without sizes;
+  the segments' 1-step ``stored_bytes`` / ``working_bytes`` stand in for missing step values);
 * ``"fused"``: the bytes fused full BPTT (one ``T``-step call with graph, backpropagated at
   once) holds, estimated from the segment measurements: ``working_bytes(T)`` interpolated when
   ``T`` is at most the longest measured length ``L``; beyond it, ``working_bytes(L) + (T - L) *
@@ -57,15 +58,19 @@ def fused_bptt_bytes(seq_len: int, costs: CostModel) -> int:
 def stepped_bptt_bytes(seq_len: int, costs: CostModel) -> int | None:
     """``T * internal_bytes + working_bytes`` (working set 0 when unknown); None without sizes.
 
-    Without step sizes but with segments, the segments' 1-step values stand in (a fused call
-    of one step is the stepped call)."""
+    Where the step values are missing and segments are given, the segments' 1-step values
+    stand in (a fused call of one step is the stepped call)."""
     seg = costs.segments
     if costs.has_sizes:
-        return seq_len * costs.internal_bytes + (costs.working_bytes or 0)
-    if seg is not None:
-        work = costs.working_bytes if costs.working_bytes is not None else seg.working_bytes[0]
-        return seq_len * seg.stored_bytes[0] + work
-    return None
+        internal = costs.internal_bytes
+    elif seg is not None:
+        internal = seg.stored_bytes[0]
+    else:
+        return None
+    work = costs.working_bytes
+    if work is None:
+        work = seg.working_bytes[0] if seg is not None else 0
+    return seq_len * internal + work
 
 
 def reference_bytes(seq_len: int, costs: CostModel, percent_of: str) -> tuple[int | None, str]:
