@@ -181,12 +181,13 @@ def test_golden_block_trace():
 # -- measured segments: prices, bytes and budgets ---------------------------------------------------
 
 @pytest.mark.parametrize("strategy", ["hsm", "ism", "msm"])
-@pytest.mark.parametrize("t", [1, 9, 30, 64])
-def test_fused_plans_bound_the_predicted_peak(strategy, t):
+@pytest.mark.parametrize("t,block", [(1, "auto"), (9, "auto"), (30, "auto"), (64, "auto"),
+                                     (23, 3), (30, 8), (50, 16)])
+def test_fused_plans_bound_the_predicted_peak(strategy, t, block):
     costs = fused_costs()
     for memory in ("5%", "20%", "60%", "200kB"):
         try:
-            p = membptt.plan(strategy, t, memory, costs=costs)
+            p = membptt.plan(strategy, t, memory, costs=costs, block=block)
         except BudgetTooSmall as e:
             asked = requested_bytes(memory, seq_len=t, costs=costs, percent_of="stepped")[2]
             assert e.minimum > asked and e.requested == memory
@@ -197,7 +198,8 @@ def test_fused_plans_bound_the_predicted_peak(strategy, t):
         c = next(c for c in p.info["candidates"] if c["k"] == p.block)
         assert p.predicted_cost == c["predicted_cost"] == min(
             x["predicted_cost"] for x in p.info["candidates"] if x["feasible"])
-        assert [c["k"] for c in p.info["candidates"]] == [L for L in LENGTHS if L <= t]
+        expect = [L for L in LENGTHS if L <= t] if block == "auto" else [block]
+        assert [c["k"] for c in p.info["candidates"]] == expect
 
 
 def test_stored_block_costs_its_measured_bytes():
@@ -339,3 +341,33 @@ def test_stepped_percent_from_segments_alone():
     p = membptt.plan("msm", 40, "20%", costs=CostModel(hidden_bytes=HB, segments=seg))
     assert p.budget.bytes == int(0.2 * (40 * seg.stored_bytes[0] + seg.working_bytes[0]))
     assert p.predicted_peak_bytes <= p.budget.bytes and p.info["k_measured"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("strategy", ["hsm", "ism", "msm"])
+def test_block_plans_run_in_the_executor_with_exact_gradients(strategy):
+    """Expanded block plans (ragged T = 11) are ordinary step plans: today's executor runs
+    them and the gradients equal plain autograd's (float64)."""
+    torch = pytest.importorskip("torch")
+    from membptt.execution import bptt, plain_bptt
+    from membptt.models import LSTMLanguageModel, synthetic_task
+
+    T = 11
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(4, 6, 4, dropout=0.0).to(torch.float64)
+    x, y = synthetic_task(T, 3, 4, dense=True, seed=0, dtype=torch.float64)
+    s0 = tuple(t.normal_() for t in model.initial_state(3))
+
+    def grads(run):
+        model.zero_grad(set_to_none=True)
+        run().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    ref = grads(lambda: plain_bptt(model, s0, (x, y))[0])
+    for k in (2, 4):
+        lo = membptt.min_memory(strategy, T, alpha=3, beta=2, block=k).units
+        for m in (lo, lo + 6):
+            p = membptt.plan(strategy, T, m, alpha=3, beta=2, block=k)
+            got = grads(lambda p=p: bptt(model, s0, (x, y), p))
+            for a, b in zip(got, ref):
+                assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)

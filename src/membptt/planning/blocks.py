@@ -60,7 +60,9 @@ block op                       step ops (block ``b`` = steps ``a..c``)
 With unit prices, ``k = 1`` is the step-level DP exactly; for ``k > 1`` a block plan is a valid
 step-level plan within the same unit budget (its core block's extra steps are reserved), so its
 forward count is never below the step optimum ``C(t, m)`` (``tests/test_blocks.py``;
-``benchmarks/bench_blocks.py`` prints the gap).
+``benchmarks/bench_blocks.py`` prints the gap). An HSM block plan stores its core block's
+first ``k - 1`` steps as internal states, so at step level it is a mixed (MSM-family) plan:
+its bound is ``C_MSM``, and it can use fewer forwards than ``C_HSM``.
 
 **Choice of k** (``block="auto"``): every measured length ``k <= T`` of ``costs.segments``
 (powers of two up to ``T`` without segments) is solved exactly and the feasible ``k`` with the
