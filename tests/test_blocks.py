@@ -371,3 +371,15 @@ def test_block_plans_run_in_the_executor_with_exact_gradients(strategy):
             got = grads(lambda p=p: bptt(model, s0, (x, y), p))
             for a, b in zip(got, ref):
                 assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["hsm", "ism", "msm"])
+def test_dp_value_equals_repriced_plan_when_model_is_exact(strategy):
+    """No ragged block and graph-free runs affine within the measured range: the block DP's
+    own value (plus n backwards) is exactly the re-priced prediction of the emitted plan."""
+    costs = fused_costs()
+    for k, memory in [(4, "15%"), (8, "40%"), (16, "100%")]:
+        p = membptt.plan(strategy, 64, memory, costs=costs, block=k)
+        c = next(c for c in p.info["candidates"] if c["k"] == k)
+        assert p.info["run_fit"]["worst_rel_residual"] < 1e-12
+        assert c["dp_model_cost"] == pytest.approx(p.predicted_cost, rel=1e-12)

@@ -287,7 +287,11 @@ class BlockPlan(Plan):
     counts; its times and bytes are those of *stepped* execution). The fused predictions
     override: ``peak_memory`` / ``peak_bytes`` are the block-level stored peak (the core block
     free, like the paper's core), ``forward_cost`` / ``predicted_cost`` price every call at its
-    real length, ``predicted_peak_bytes`` adds the ``k``-step working set.
+    real length, ``predicted_peak_bytes`` adds the ``k``-step working set. ``memory`` (and
+    ``budget.units``) is what the block DP was given: the budget minus the reserve
+    (``budget.note`` says which). ``info["candidates"]`` holds, for every ``k`` tried, the DP's
+    own prediction under the uniform block model (``dp_model_cost``: fitted runs, every block
+    at ``k`` steps) beside the re-priced ``predicted_cost``.
     """
 
     block_size: int = 1
@@ -404,7 +408,7 @@ def _solve_block(strategy: str, T: int, k: int, prices: Prices, kind, units, nby
     work = max(prices.working(k), prices.working(r)) if prices.working(k) is not None else None
     cand.update(feasible=True, block_ops=tuple(block_ops), block_sim=bsim, block_costs=bcosts,
                 block_dp_cost=tab.cost(n, mem), block_dp_memory=mem, forward_cost=fwd,
-                backward_cost=bwd,
+                backward_cost=bwd, dp_model_cost=tab.cost(n, mem) + n * bcosts.backward,
                 predicted_cost=fwd + bwd, working_set_bytes=work,
                 predicted_peak_bytes=None if work is None or bsim.peak_bytes is None
                 else bsim.peak_bytes + work)
@@ -477,7 +481,8 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
                     (note + "; " if note else "") + minus
                     + f"-> {best['block_memory']} units for stored blocks of {k} steps")
     keep = ("k", "feasible", "blocks", "last_block", "block_alpha", "block_beta",
-            "block_memory", "block_dp_cost", "predicted_cost", "predicted_peak_bytes")
+            "block_memory", "block_dp_cost", "dp_model_cost", "predicted_cost",
+            "predicted_peak_bytes")
     info = {"block": k, "prices": prices.source,
             "k_measured": costs.segments is None or k in costs.segments.lengths, "block_dp_cost": best["block_dp_cost"],
             "block_dp_memory": best["block_dp_memory"], "block_alpha": best["block_alpha"],
