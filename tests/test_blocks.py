@@ -301,6 +301,11 @@ def test_bad_block_arguments(kwargs, match):
         membptt.plan(seq_len=20, memory="50%", costs=fused_costs(), **kwargs)
 
 
+def test_byte_budget_needs_sizes():
+    with pytest.raises(ValueError, match="'1MB' is in bytes, which needs state sizes"):
+        membptt.plan("msm", 40, "1MB", alpha=3, block=4)
+
+
 def test_segments_need_hidden_bytes():
     costs = CostModel(segments=segments())
     with pytest.raises(ValueError, match="hidden_bytes"):

@@ -442,10 +442,10 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     kind, value, nbytes, note = requested_bytes(memory, seq_len=seq_len, costs=costs,
                                                 percent_of=percent_of)
     units = None
+    if kind == "bytes" and not prices.sized:
+        raise ValueError(f"memory budget {memory!r} is in bytes, which needs state sizes: "
+                         "pass costs with hidden_bytes and internal_bytes (or segments)")
     if nbytes is None:
-        if kind == "bytes" or (kind == "fraction" and prices.sized):
-            raise ValueError(f"memory budget {memory!r} in bytes needs state sizes "
-                             "(CostModel.hidden_bytes)")
         if kind == "fraction":
             if alpha is None:
                 raise ValueError(f"memory budget {memory!r} is a fraction of the full-cache "
