@@ -16,12 +16,17 @@ from .planning import (
     STRATEGIES,
     UNIT_COSTS,
     Backward,
+    BlockPlan,
+    BudgetTooSmall,
     CostModel,
     Drop,
     Forward,
+    MinimumBudget,
     Plan,
     PlanError,
+    SegmentCosts,
     SimResult,
+    min_memory,
     paper_trace,
     plan,
     register,
@@ -44,6 +49,7 @@ def __getattr__(name):  # torch-dependent parts load on first use
 
 
 __all__ = [
-    "STRATEGIES", "UNIT_COSTS", "Backward", "CostModel", "Drop", "Forward", "Plan", "PlanError",
-    "SimResult", "bptt", "paper_trace", "plan", "probe", "register", "simulate", "models",
+    "STRATEGIES", "UNIT_COSTS", "Backward", "BlockPlan", "BudgetTooSmall", "CostModel", "Drop",
+    "Forward", "MinimumBudget", "Plan", "PlanError", "SegmentCosts", "SimResult", "bptt",
+    "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models",
 ]

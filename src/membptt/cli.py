@@ -41,6 +41,19 @@ def _load_costs(path: str | None) -> CostModel | None:
     return CostModel(**data)
 
 
+def _block_value(text: str):
+    if text in ("default", "auto"):
+        return text
+    if text == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--block must be an integer K >= 1, 'auto', 'none' or 'default', got {text!r}"
+        ) from None
+
+
 def _add_plan_parser(sub) -> None:
     p = sub.add_parser(
         "plan", help="compile and simulate a plan",
@@ -57,7 +70,15 @@ def _add_plan_parser(sub) -> None:
                    help="internal-state size when its input is stored (beta form)")
     p.add_argument("--costs", default=None, metavar="JSON",
                    help="cost model file (CostModel fields: run_fixed, run_per_step, "
-                        "forward_graph, backward, hidden_bytes, internal_bytes, beta_bytes)")
+                        "forward_graph, backward, hidden_bytes, internal_bytes, beta_bytes, "
+                        "working_bytes, segments)")
+    p.add_argument("--block", default="default", type=_block_value, metavar="K|auto|none",
+                   help="plan on blocks of K steps priced as fused calls (hsm, ism, msm); "
+                        "'auto' chooses K; 'none' plans steps (the paper's DP); default: auto "
+                        "when the cost model has segments, else none")
+    p.add_argument("--percent-of", default="stepped", choices=("stepped", "fused"),
+                   help="what a percentage budget is of: stepped BPTT's bytes (default) or "
+                        "fused BPTT's (needs segments in --costs)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")
     p.add_argument("--ops", action="store_true", help="print the ops, one compact token each")
@@ -66,7 +87,7 @@ def _add_plan_parser(sub) -> None:
 def _run_plan(args) -> int:
     costs = _load_costs(args.costs)
     p = plan(args.strategy, args.seq_len, args.memory, alpha=args.alpha, beta=args.beta,
-             costs=costs)
+             costs=costs, block=args.block, percent_of=args.percent_of)
     if args.json:
         d = p.to_dict(with_ops=args.ops)
         if args.trace:
@@ -81,9 +102,16 @@ def _run_plan(args) -> int:
     print(f"peak memory: {p.peak_memory} units"
           + (f", {p.peak_bytes} bytes" if p.peak_bytes is not None else ""))
     print(f"predicted cost: {p.predicted_cost:.6g} (forward {p.forward_cost:.6g})")
+    if p.predicted_peak_bytes is not None:
+        print(f"predicted peak (stored + working set): {p.predicted_peak_bytes} bytes")
     if p.info:
         print("info: " + ", ".join(f"{k}={v}" for k, v in p.info.items()
-                                   if k != "segment_lengths"))
+                                   if k not in ("segment_lengths", "candidates")))
+    for c in p.info.get("candidates", ()):
+        peak = c["predicted_peak_bytes"]
+        print(f"  block {c['k']}: " + (f"predicted cost {c['predicted_cost']:.6g}"
+                                       + ("" if peak is None else f", peak {peak} B")
+                                       if c["feasible"] else "infeasible (below its minimum)"))
     if args.trace:
         print(p.trace())
     if args.ops:

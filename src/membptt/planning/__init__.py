@@ -1,15 +1,18 @@
 """Planning: the plan format, exact DP policies, baselines and the simulator (no torch)."""
 
 from . import dp
+from .blocks import BlockPlan
 from .budget import Budget
-from .costs import UNIT_COSTS, CostModel
+from .costs import UNIT_COSTS, CostModel, SegmentCosts
 from .ops import Backward, Drop, Forward, format_ops, paper_trace, parse_ops
+from .peak import MinimumBudget, min_memory
 from .plan import Plan, plan
-from .simulate import PlanError, SimResult, simulate, simulate_ops
+from .simulate import BudgetTooSmall, PlanError, SimResult, simulate, simulate_ops
 from .strategies import STRATEGIES, Request, register
 
 __all__ = [
-    "Backward", "Budget", "CostModel", "Drop", "Forward", "Plan", "PlanError", "Request",
-    "STRATEGIES", "SimResult", "UNIT_COSTS", "dp", "format_ops", "paper_trace", "parse_ops",
-    "plan", "register", "simulate", "simulate_ops",
+    "Backward", "BlockPlan", "Budget", "BudgetTooSmall", "CostModel", "Drop", "Forward",
+    "MinimumBudget", "Plan", "PlanError", "Request", "STRATEGIES", "SegmentCosts", "SimResult",
+    "UNIT_COSTS", "dp", "format_ops", "min_memory", "paper_trace", "parse_ops", "plan",
+    "register", "simulate", "simulate_ops",
 ]

@@ -16,12 +16,140 @@ Sizes (optional, bytes): ``hidden_bytes`` is one hidden state (for an LSTM the p
 ``internal_bytes`` what autograd keeps for one step, ``beta_bytes`` the same when the step's
 input hidden state is already stored (PAPER.md's beta form). The planners count memory in
 *hidden-state units*; ``alpha`` and ``beta`` in units are the byte ratios rounded up.
+
+Optional, for planning what a fused executor runs (issue 9): ``working_bytes`` is the stepped
+working set (peak live bytes beyond the stored states while one step is the working core:
+its forward and backward, transients, the cursor, the incoming gradient, parameter-gradient
+buffers), and ``segments`` (:class:`SegmentCosts`) the measured costs and sizes of fused
+multi-step calls by length, which block planning (:mod:`membptt.planning.blocks`) prices.
+Neither enters :meth:`CostModel.time_key`: the step-level DP does not read them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from bisect import bisect_left
+from dataclasses import asdict, dataclass, fields, replace
+
+_SEGMENT_TIMES = ("forward", "backward")
+_SEGMENT_BYTES = ("stored_bytes", "beta_bytes", "working_bytes")
+
+
+def _positive_number(owner: str, name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{owner}.{name} must hold finite numbers > 0, got {v!r}")
+
+
+def _lengths(owner: str, name: str, v) -> None:
+    if not v:
+        raise ValueError(f"{owner}.{name} must be a non-empty tuple of lengths, got {v!r}")
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+            raise ValueError(f"{owner}.{name} must hold integers >= 1, got {x!r} in {v!r}")
+    if any(b <= a for a, b in zip(v, v[1:])):
+        raise ValueError(f"{owner}.{name} must be strictly increasing, got {v!r}")
+
+
+def interpolate(xs: tuple, ys: tuple, x: float) -> float:
+    """Piecewise-linear interpolation of the points ``(xs[i], ys[i])`` at ``x`` (no affine
+    assumption between the points).
+
+    Outside the measured range nothing is fitted: below ``xs[0]`` the value at ``xs[0]`` is
+    used (an upper bound for a quantity that grows with length); beyond ``xs[-1]`` the
+    *per-step rate of the longest measurement* is kept, ``ys[-1] * x / xs[-1]`` (no launch
+    cost is extrapolated, so long calls are priced at the longest call's rate).
+    """
+    if x <= xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1]) * x / xs[-1]
+    j = bisect_left(xs, x)
+    if xs[j] == x:
+        return float(ys[j])
+    x0, x1, y0, y1 = xs[j - 1], xs[j], ys[j - 1], ys[j]
+    return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+@dataclass(frozen=True)
+class SegmentCosts:
+    """Measured costs of fused multi-step calls, by length ``L`` (seconds and bytes).
+
+    * ``lengths``: strictly increasing, ``lengths[0] == 1``; ``forward``, ``backward``,
+      ``stored_bytes``, ``beta_bytes`` and ``working_bytes`` have one entry per length:
+    * ``forward[j]``: one fused call over ``L`` steps with its graph (losses included);
+      ``backward[j]``: the backward of that call (one autograd call);
+    * ``stored_bytes[j]``: live bytes a stored ``L``-step segment keeps (graph, outputs, loss,
+      its input state's storage included); ``beta_bytes[j]``: the same without the input
+      state's storage (what it costs when that state is stored anyway);
+    * ``working_bytes[j]``: peak live bytes beyond the stored states while an ``L``-step
+      segment is the working core (its forward and backward, transients, cursor, incoming
+      gradient, parameter-gradient buffers);
+    * ``run_lengths`` / ``run_seconds``: graph-free fused runs measured at these lengths.
+
+    Lists are accepted and stored as tuples (so a model read back from JSON is hashable).
+    Values at unmeasured lengths come from :meth:`at` / :meth:`run` (piecewise-linear, see
+    :func:`interpolate` for what happens outside the measured range).
+    """
+
+    lengths: tuple[int, ...]
+    forward: tuple[float, ...]
+    backward: tuple[float, ...]
+    stored_bytes: tuple[int, ...]
+    beta_bytes: tuple[int, ...]
+    working_bytes: tuple[int, ...]
+    run_lengths: tuple[int, ...]
+    run_seconds: tuple[float, ...]
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, v := tuple(v))
+            if not isinstance(v, tuple):
+                raise ValueError(f"SegmentCosts.{f.name} must be a tuple (or list), "
+                                 f"got {type(v).__name__} {v!r}")
+        _lengths("SegmentCosts", "lengths", self.lengths)
+        if self.lengths[0] != 1:
+            raise ValueError("SegmentCosts.lengths must start at 1 (the stepped call), got "
+                             f"{self.lengths!r}")
+        _lengths("SegmentCosts", "run_lengths", self.run_lengths)
+        n = len(self.lengths)
+        for name in _SEGMENT_TIMES + _SEGMENT_BYTES:
+            v = getattr(self, name)
+            if len(v) != n:
+                raise ValueError(f"SegmentCosts.{name} has {len(v)} entries; it needs one per "
+                                 f"length in lengths={self.lengths!r} ({n})")
+            for x in v:
+                _positive_number("SegmentCosts", name, x)
+                if name in _SEGMENT_BYTES and not isinstance(x, int):
+                    raise ValueError(f"SegmentCosts.{name} must hold integers (bytes), "
+                                     f"got {x!r}")
+        if len(self.run_seconds) != len(self.run_lengths):
+            raise ValueError(f"SegmentCosts.run_seconds has {len(self.run_seconds)} entries; "
+                             f"it needs one per run length in {self.run_lengths!r}")
+        for x in self.run_seconds:
+            _positive_number("SegmentCosts", "run_seconds", x)
+        for j, (s, b) in enumerate(zip(self.stored_bytes, self.beta_bytes)):
+            if b > s:
+                raise ValueError(
+                    f"SegmentCosts.beta_bytes[{j}] = {b} exceeds stored_bytes[{j}] = {s} "
+                    f"(length {self.lengths[j]}): without its input state a segment is not "
+                    "larger")
+
+    def at(self, name: str, length: float) -> float:
+        """``name`` (forward, backward, stored_bytes, beta_bytes, working_bytes) at
+        ``length`` steps, interpolated between the measured lengths."""
+        if name not in _SEGMENT_TIMES + _SEGMENT_BYTES:
+            raise ValueError(f"unknown segment quantity {name!r}; valid: "
+                             + ", ".join(_SEGMENT_TIMES + _SEGMENT_BYTES))
+        return interpolate(self.lengths, getattr(self, name), length)
+
+    def run(self, length: int) -> float:
+        """Seconds of one graph-free fused run of ``length`` steps (0 for ``length <= 0``)."""
+        return 0.0 if length <= 0 else interpolate(self.run_lengths, self.run_seconds, length)
+
+    def to_dict(self) -> dict:
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -33,8 +161,19 @@ class CostModel:
     hidden_bytes: int | None = None
     internal_bytes: int | None = None
     beta_bytes: int | None = None
+    segments: SegmentCosts | None = None
+    working_bytes: int | None = None
 
     def __post_init__(self):
+        if isinstance(self.segments, dict):  # read back from JSON (CostModel(**json.load(f)))
+            try:
+                object.__setattr__(self, "segments", SegmentCosts(**self.segments))
+            except TypeError as e:
+                raise ValueError(f"CostModel.segments: {e}; valid keys: "
+                                 + ", ".join(f.name for f in fields(SegmentCosts))) from None
+        if self.segments is not None and not isinstance(self.segments, SegmentCosts):
+            raise ValueError("CostModel.segments must be a SegmentCosts (or its dict) or None, "
+                             f"got {type(self.segments).__name__}")
         for name in ("run_fixed", "run_per_step", "forward_graph", "backward"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -44,7 +183,7 @@ class CostModel:
                 "CostModel.run_per_step and forward_graph must be > 0, got "
                 f"{self.run_per_step!r} and {self.forward_graph!r}"
             )
-        for name in ("hidden_bytes", "internal_bytes", "beta_bytes"):
+        for name in ("hidden_bytes", "internal_bytes", "beta_bytes", "working_bytes"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
                 raise ValueError(f"CostModel.{name} must be a positive int or None, got {v!r}")
@@ -84,7 +223,11 @@ class CostModel:
         return replace(self, **kw)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready fields (``CostModel(**d)`` reads them back, segments included)."""
+        d = asdict(self)
+        if self.segments is not None:
+            d["segments"] = self.segments.to_dict()
+        return d
 
 
 UNIT_COSTS = CostModel()

@@ -9,7 +9,7 @@ from . import strategies as S
 from .budget import VALID_FORMS, Budget, resolve
 from .costs import UNIT_COSTS, CostModel
 from .ops import format_ops, paper_trace
-from .simulate import SimResult, simulate_ops
+from .simulate import BudgetTooSmall, SimResult, simulate_ops
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,20 @@ class Plan:
     def peak_bytes(self) -> int | None:
         """Predicted peak bytes held by the plan beyond h_0 (None without state sizes)."""
         return self.sim.peak_bytes
+
+    @property
+    def block(self) -> int | None:
+        """Block length ``k`` of a block plan (:mod:`.blocks`); None for step-level plans."""
+        return None
+
+    @property
+    def predicted_peak_bytes(self) -> int | None:
+        """Stored peak bytes plus the working set (``costs.working_bytes``): the live bytes an
+        iteration is predicted to hold beyond inputs, parameters and h_0; None when either is
+        unknown."""
+        if self.sim.peak_bytes is None or self.costs.working_bytes is None:
+            return None
+        return self.sim.peak_bytes + self.costs.working_bytes
 
     @property
     def forward_cost(self) -> float:
@@ -92,6 +106,8 @@ class Plan:
             "forward_cost": self.forward_cost,
             "predicted_cost": self.predicted_cost,
             "counts_initial_state": self.count_initial,
+            "block": self.block,
+            "predicted_peak_bytes": self.predicted_peak_bytes,
             "costs": self.costs.to_dict(),
             "info": self.info,
         }
@@ -119,7 +135,8 @@ def _int_param(name: str, value, *, allow_none: bool, minimum: int = 1):
 
 
 def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
-         costs: CostModel | None = None, **options) -> Plan:
+         costs: CostModel | None = None, block="default", percent_of: str = "stepped",
+         **options) -> Plan:
     """Compile a plan for ``seq_len`` steps under a memory budget.
 
     Args:
@@ -135,8 +152,17 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
             None disables the beta form.
         costs: a :class:`CostModel` (``membptt.probe`` measures one); defaults to unit costs,
             under which the DP strategies reproduce the paper's ``C(t, m)``.
+        block: ``"default"`` (``"auto"`` when ``costs.segments`` is set and the strategy is
+            hsm, ism or msm, else step level), ``None`` (step level, the paper's DP), ``"auto"``
+            (choose the block length) or an int ``k``: plan on blocks of ``k`` steps priced as
+            fused calls (:mod:`membptt.planning.blocks`; returns a ``BlockPlan``).
+        percent_of: what a percentage budget is of: ``"stepped"`` BPTT's bytes (default) or
+            ``"fused"`` BPTT's (needs ``costs.segments``); see :mod:`membptt.planning.peak`.
+            When ``costs.working_bytes`` (or segments) is set, byte and percentage budgets
+            bound stored states plus the working set.
 
-    Raises ValueError naming the bad value and what is valid.
+    Raises ValueError naming the bad value and what is valid; :class:`BudgetTooSmall` (a
+    ValueError) for a budget below the strategy's minimum.
     """
     strat = S.get(strategy)
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
@@ -156,6 +182,13 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
         if beta > alpha:
             raise ValueError(f"beta must be <= alpha (a stored input makes an internal state "
                              f"smaller, not larger), got beta={beta} > alpha={alpha}")
+    from . import blocks, peak
+
+    peak.check_percent_of(percent_of)
+    block = blocks.block_arg(block, strategy, costs)
+    if block is not None:
+        return blocks.plan_blocks(strategy, seq_len, memory, alpha=alpha, beta=beta, costs=costs,
+                                  block=block, percent_of=percent_of, options=dict(options))
     needs_alpha = strat.needs_alpha or (isinstance(memory, str) and memory.strip().endswith("%")
                                         and not costs.has_sizes)
     if alpha is None and needs_alpha:
@@ -167,17 +200,23 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
         if strat.needs_memory:
             raise ValueError(f"strategy {strategy!r} needs a memory budget ({VALID_FORMS})")
     else:
-        budget = resolve(memory, seq_len=seq_len, alpha=alpha, hidden_bytes=costs.hidden_bytes,
-                         internal_bytes=costs.internal_bytes, count_initial=strat.count_initial)
+        budget = peak.step_budget_with_working_set(
+            memory, seq_len=seq_len, costs=costs, count_initial=strat.count_initial,
+            percent_of=percent_of) or resolve(
+            memory, seq_len=seq_len, alpha=alpha, hidden_bytes=costs.hidden_bytes,
+            internal_bytes=costs.internal_bytes, count_initial=strat.count_initial)
         units = budget.units
         minimum = strat.min_memory(seq_len, alpha, beta)
         if units < minimum:
-            raise ValueError(
+            raise BudgetTooSmall(
                 f"memory budget {memory!r} ({units} units) is below the minimum of strategy "
                 f"{strategy!r} for seq_len={seq_len}"
                 + (f", alpha={alpha}" if alpha is not None else "")
                 + (f", beta={beta}" if beta is not None else "")
-                + f": {minimum} units")
+                + f": {minimum} units",
+                requested=memory, minimum=minimum, strategy=strategy, seq_len=seq_len,
+                minimum_bytes=None if not costs.hidden_bytes else  # as membptt.min_memory
+                (minimum - strat.count_initial) * costs.hidden_bytes + (costs.working_bytes or 0))
     req = S.Request(seq_len, units, alpha, beta, costs, dict(options))
     ops, info = strat.build(req)
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
