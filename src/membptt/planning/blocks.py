@@ -306,6 +306,12 @@ class BlockPlan(Plan):
         return self.block_size
 
     @property
+    def block_bounds(self) -> tuple:
+        """The last step of every block: the executor runs each stored block as one fused
+        segment ending there (``membptt.bptt``), so what runs is what was priced."""
+        return tuple(block_bounds(self.seq_len, self.block_size)[1:])
+
+    @property
     def peak_memory(self):
         return self.block_sim.peak_units
 
