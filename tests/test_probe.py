@@ -60,12 +60,16 @@ def test_probe_has_no_side_effects():
 
 def test_plans_resolve_budgets_against_probed_sizes():
     model, s0, inputs = setup(T=40)
-    c = probe(model, s0, inputs, repeats=1, chain=4)
-    p = plan("msm", 40, "10%", costs=c)
-    assert p.peak_bytes <= 0.10 * 40 * c.internal_bytes
+    c = probe(model, s0, inputs, repeats=1, chain=4, segments=False)
+    assert c.segments is None and c.working_bytes > 0
+    # a percentage is of stepped BPTT's bytes (T internal states + the working set) and bounds
+    # the stored states plus the working set
+    p = plan("msm", 40, "50%", costs=c)
+    assert p.predicted_peak_bytes <= 0.50 * (40 * c.internal_bytes + c.working_bytes)
     assert p.alpha == -(-c.internal_bytes // c.hidden_bytes)
-    q = plan("hsm", 40, f"{8 * c.hidden_bytes}B", costs=c)
+    q = plan("hsm", 40, f"{8 * c.hidden_bytes + c.working_bytes}B", costs=c)
     assert q.peak_bytes <= 8 * c.hidden_bytes
+    assert q.predicted_peak_bytes <= 8 * c.hidden_bytes + c.working_bytes
 
 
 def test_fused_runs_are_priced_per_run():
