@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .memory import cuda_peak, tracked_peak
-from .methods import Infeasible, Method, get_method
+from .methods import Infeasible, Method, get_method, parse_method_spec
 from .rss import measure_rss
 from .timing import time_interleaved
 from .workload import Workload, WorkloadConfig, make_workload
@@ -38,7 +38,7 @@ EXIT_ERROR = 1
 
 @dataclass
 class BenchConfig:
-    methods: list[str]
+    methods: list[str]  # method names or specs "name:key=value:..." (methods.parse_method_spec)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     options: dict = field(default_factory=dict)  # memory, alpha, beta, segments
     repeats: int = 5
@@ -92,6 +92,8 @@ def grad_error(grads: dict, ref: dict) -> float:
 class _Entry:
     def __init__(self, name: str, method: Method | None):
         self.name = name
+        self.spec = name  # the method spec as given (name plus its own options)
+        self.options: dict = {}
         self.method = method
         self.row: dict = {"method": name, "status": "ok", "message": ""}
 
@@ -115,16 +117,20 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
         torch.set_num_threads(int(cfg.threads))
     wc = cfg.workload
     w = make_workload(wc)
-    base = {"seq_len": wc.seq_len, "hidden": wc.hidden, "input_size": wc.input_size,
-            "classes": wc.classes, "batch": wc.batch, "dtype": wc.dtype, "seed": wc.seed,
-            "param_bytes": w.param_bytes()}
+    base = {"model": wc.model, "seq_len": wc.seq_len, "hidden": wc.hidden,
+            "input_size": wc.input_size, "classes": wc.classes, "batch": wc.batch,
+            "dtype": wc.dtype, "seed": wc.seed, "param_bytes": w.param_bytes()}
     entries: list[_Entry] = []
-    for name in cfg.methods:
+    for spec in cfg.methods:
+        name, own = parse_method_spec(spec)
+        options = {**cfg.options, **own}
         cls = get_method(name)
-        e = _Entry(name, cls(w, cfg.options))
+        e = _Entry(name, cls(w, options))
+        e.spec, e.options = spec, options
+        e.row["label"] = spec
         e.row["exact"] = cls.exact
-        if cls.uses_budget and cfg.options.get("memory") is not None:
-            e.row["budget_requested"] = str(cfg.options["memory"])
+        if cls.uses_budget and options.get("memory") is not None:
+            e.row["budget_requested"] = str(options["memory"])
         entries.append(e)
 
     def healthy():
@@ -136,7 +142,7 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
             e.method.prepare()
         except Exception as exc:  # noqa: BLE001 - recorded in the row
             e.fail(exc)
-        log(f"[bench] prepared {e.name}: {e.row['status']} {e.row['message']}".rstrip())
+        log(f"[bench] prepared {e.spec}: {e.row['status']} {e.row['message']}".rstrip())
 
     # 2. gradient check against `full` on the same batch
     if cfg.grad_check and healthy():
@@ -155,7 +161,7 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
         w.zero_grad()
         gc.collect()
         log("[bench] grad errors: " + ", ".join(
-            f"{e.name}={e.row.get('grad_error', float('nan')):.2e}" for e in healthy()))
+            f"{e.spec}={e.row.get('grad_error', float('nan')):.2e}" for e in healthy()))
 
     # 3. memory pass (tracker; CUDA allocator)
     if cfg.track_memory:
@@ -174,12 +180,12 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
             w.zero_grad()
             gc.collect()
         log("[bench] tracked peaks: " + ", ".join(
-            f"{e.name}={e.row.get('peak_bytes', 0) / 2**20:.1f}MiB" for e in healthy()))
+            f"{e.spec}={e.row.get('peak_bytes', 0) / 2**20:.1f}MiB" for e in healthy()))
 
     # 4. RSS in fresh processes
     if cfg.rss:
         for e in healthy():
-            job = {"workload": wc.to_dict(), "method": e.name, "options": cfg.options,
+            job = {"workload": wc.to_dict(), "method": e.spec, "options": cfg.options,
                    "threads": cfg.threads or torch.get_num_threads()}
             try:
                 res = measure_rss(job)
@@ -196,16 +202,16 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
     live = healthy()
     if live and cfg.repeats > 0:
         try:
-            res = time_interleaved({e.name: e.method.run for e in live}, repeats=cfg.repeats,
+            res = time_interleaved({e.spec: e.method.run for e in live}, repeats=cfg.repeats,
                                    warmup=cfg.warmup, device=w.device, before=w.zero_grad)
             for e in live:
-                e.row.update(res[e.name].as_row())
+                e.row.update(res[e.spec].as_row())
         except Exception as exc:  # noqa: BLE001 - which one failed is unknown: rerun alone
             for e in live:
                 try:
-                    r = time_interleaved({e.name: e.method.run}, repeats=cfg.repeats,
+                    r = time_interleaved({e.spec: e.method.run}, repeats=cfg.repeats,
                                          warmup=cfg.warmup, device=w.device, before=w.zero_grad)
-                    e.row.update(r[e.name].as_row())
+                    e.row.update(r[e.spec].as_row())
                 except Exception as exc2:  # noqa: BLE001
                     e.fail(exc2)
             del exc

@@ -24,8 +24,8 @@ __all__ = ["COLUMNS", "provenance", "write_rows", "read_rows"]
 
 COLUMNS: tuple[str, ...] = (
     # what was run
-    "method", "strategy", "cost_model", "params", "exact",
-    "seq_len", "hidden", "input_size", "classes", "batch", "dtype", "seed",
+    "method", "label", "strategy", "cost_model", "params", "exact",
+    "model", "seq_len", "hidden", "input_size", "classes", "batch", "dtype", "seed",
     "alpha", "beta", "budget_requested", "budget_units", "budget_bytes",
     "forward_ops", "backward_ops", "graph_forwards",
     # predictions (plan methods)
