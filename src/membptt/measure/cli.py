@@ -6,8 +6,10 @@ runnable as ``python -m membptt.measure.cli``. Example::
     membptt bench --method msm --seq-len 1000 --memory 5% --hidden 256 --batch 64 \\
         --device cpu --repeats 5 --out results/points/msm-1000-5pct.csv
 
-Several methods (``--method full,torch-checkpoint,msm-measured``) are measured in one process
-with interleaved timing and written as one row each. Exit status: 0 when every row is ``ok``,
+Several methods (``--method full,torch-checkpoint-fused:segments=8,msm-measured``) are measured
+in one process with interleaved timing and written as one row each: a *comparison group*
+(``--group``); every row has the per-round time ratio to the group's baseline (``--baseline``,
+default the first method). Exit status: 0 when every row is ``ok``,
 ``oom`` or ``infeasible`` (results, not crashes); 1 when a method raised an error (a bug; its
 row still says ``status=error`` and the message); 2 for invalid arguments.
 """
@@ -60,6 +62,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="skip the live-tensor memory pass")
     p.add_argument("--no-rss", dest="rss", action="store_false",
                    help="skip the RSS pass in a fresh subprocess")
+    p.add_argument("--group", default=None,
+                   help="comparison group id written in every row (default: host:time:pid)")
+    p.add_argument("--baseline", default=None,
+                   help="the method (spec as given to --method) every per-round time ratio "
+                   "divides by (default: the first method)")
     p.add_argument("--out", "-o", default=None, help="CSV to write (atomically)")
     p.add_argument("--quiet", "-q", action="store_true")
     return p
@@ -153,9 +160,22 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     wc = WorkloadConfig(seq_len=args.seq_len, model=args.model, hidden=args.hidden, batch=args.batch,
                         input_size=args.input_size, classes=args.classes, device=args.device,
                         dtype=args.dtype, seed=args.seed)
+    if args.baseline is not None and args.baseline not in methods:
+        print(f"membptt bench: --baseline {args.baseline!r} is not one of the methods "
+              f"{methods}", file=sys.stderr)
+        return 2
+    group = args.group
+    if group is None:
+        import datetime
+        import os
+        import socket
+
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        group = f"{socket.gethostname()}:{now}:{os.getpid()}"
     cfg = BenchConfig(methods=methods, workload=wc, options=options, repeats=args.repeats,
                       warmup=args.warmup, grad_check=args.grad_check,
-                      track_memory=args.track_memory, rss=args.rss, threads=args.threads)
+                      track_memory=args.track_memory, rss=args.rss, threads=args.threads,
+                      group=group, baseline=args.baseline)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     prov = provenance(args.device, argv)
     try:

@@ -504,14 +504,16 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``"name:key=value:..."`` -> ``(name, options)``; keys from :data:`OPTION_KEYS`.
 
     ``segments`` becomes an int, ``alpha``/``beta`` floats, ``memory`` stays a string (units,
-    bytes such as ``512MiB`` or a percentage such as ``5%``; checked by the planner). Commas are
-    not allowed (the CLI separates methods with them).
+    bytes such as ``512MiB``, a percentage such as ``5%``, checked by the planner; or
+    ``peak(SPEC)``: the measured peak of the group's method ``SPEC``, resolved by
+    :func:`membptt.measure.bench.run_point`). Commas are not allowed (the CLI separates methods
+    with them).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a method spec must be a non-empty string, got {spec!r}")
     if "," in spec:
         raise ValueError(f"a method spec cannot contain ',' (it separates methods): {spec!r}")
-    name, *parts = [p.strip() for p in spec.strip().split(":")]
+    name, *parts = [p.strip() for p in _split_top(spec.strip(), ":")]
     get_method(name)
     options: dict = {}
     for part in parts:
@@ -528,6 +530,23 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             raise ValueError(f"option {key} in method spec {spec!r} must be {kind}, got "
                              f"{value!r}") from None
     return name, options
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` at ``sep`` outside parentheses (``memory=peak(name:segments=4)``)."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
 
 
 def make_method(spec: str, workload: Workload, options: dict | None = None) -> Method:

@@ -36,6 +36,8 @@ COLUMNS: tuple[str, ...] = (
     # time
     "time_median_s", "time_iqr_s", "time_q1_s", "time_q3_s", "time_min_s", "repeats", "warmup",
     "time_samples_s",
+    # the comparison group (one process, interleaved rounds) and per-round ratios to its baseline
+    "group", "group_baseline", "ratio_median", "ratio_q1", "ratio_q3", "ratio_samples",
     # memory
     "peak_bytes", "grad_bytes", "param_bytes", "cuda_peak_bytes", "rss_peak_bytes",
     "rss_baseline_bytes",
