@@ -177,6 +177,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                       track_memory=args.track_memory, rss=args.rss, threads=args.threads,
                       group=group, baseline=args.baseline)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.threads:  # before provenance, which records the thread count
+        import torch
+
+        torch.set_num_threads(int(args.threads))
     prov = provenance(args.device, argv)
     try:
         rows, code = run_point(cfg, log=log)
