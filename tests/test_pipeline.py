@@ -111,7 +111,7 @@ def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
     config = work / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    snakemake(work, "all", "--cores", "2", config=config)
+    snakemake(work, "all", "--cores", "2", config=config, timeout=900)
     return work, config
 
 

@@ -143,3 +143,35 @@ def test_fresh_clone_lists_no_measured_job(tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert "bench_group" not in jobs, out[-3000:]
     assert not any(k.startswith("theory_") for k in jobs), jobs
+
+
+def test_a_killed_run_resumes_with_the_documented_commands(tmp_path):
+    """SIGKILL the whole run mid-way (lock and incomplete markers left behind), then the
+    documented resume: `snakemake --unlock` and the same `snakemake all --cores N`."""
+    import signal
+    import time
+
+    cfg = tiny()
+    cfg["measured"]["enabled"] = False
+    config = write_config(tmp_path, cfg)
+    cmd = [str(SNAKEMAKE), "all", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(config)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    theory = tmp_path / "results" / "theory"
+    while time.time() < deadline and proc.poll() is None:
+        if theory.exists() and any(theory.glob("*.csv")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((tmp_path / ".snakemake" / "locks").glob("*")), "expected a stale lock"
+    res = snakemake(tmp_path, "--unlock", config=config)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = snakemake(tmp_path, "all", "--cores", "1", config=config, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert (tmp_path / "paper" / "REPORT.md").stat().st_size > 0
+    res = snakemake(tmp_path, "all", "-n", config=config)
+    assert "Nothing to be done" in res.stdout + res.stderr

@@ -188,8 +188,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from .bench import _message, classify_exception
 
         status = classify_exception(exc)
-        rows = [{"method": m, "status": status, "message": _message(exc),
-                 "seq_len": args.seq_len, "hidden": args.hidden, "batch": args.batch}
+        rows = [{"method": m.split(":", 1)[0].strip(), "label": m, "group": group,
+                 "group_baseline": args.baseline or methods[0], "status": status,
+                 "message": _message(exc), "seq_len": args.seq_len, "hidden": args.hidden,
+                 "batch": args.batch, "model": args.model}
                 for m in methods]
         code = 0 if status in ("oom", "infeasible") else 1
     rows = [{**r, **prov} for r in rows]
