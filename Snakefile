@@ -25,6 +25,8 @@ include: "experiments/rules/report.smk"
 
 
 rule all:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         theory_outputs(),
         measured_outputs(),
@@ -33,33 +35,14 @@ rule all:
 
 
 rule theory:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         theory_outputs(),
 
 
 rule measured:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         measured_outputs(),
-
-
-# cheap jobs (figures, tables, aggregation, report) run where Snakemake runs, not as cluster jobs
-localrules:
-    all,
-    theory,
-    measured,
-    aggregate_measured,
-    fig_cost_per_step,
-    fig3_policies,
-    fig6_hsm_ism_msm,
-    fig7_chen,
-    fig_bounds,
-    fig2b_time,
-    fig_tradeoff,
-    fig_predicted_vs_measured,
-    table_cost_per_step,
-    table_paper_values,
-    table_crossovers,
-    table_bounds,
-    table_equal_memory,
-    table_measured_points,
-    report,

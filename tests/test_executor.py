@@ -422,11 +422,12 @@ def test_cuda_gradients_and_rng(dropout):
     s0 = tuple(t.detach().cuda().requires_grad_() for t in s0)
     inputs = (inputs[0].detach().cuda().requires_grad_(), inputs[1].cuda())
     _, ref, _ = reference(model, s0, inputs)
-    rng = torch.cuda.get_rng_state()
+    ref_rng = torch.cuda.get_rng_state()  # where plain BPTT leaves the CUDA generator
     for name, mem in [("hsm", 3), ("msm", 8), ("ism", 6)]:
         _, g, _ = run_bptt(model, s0, inputs, plan(name, T, mem, alpha=ALPHA, beta=BETA))
         assert max_rel_err(g, ref) <= 1e-10
-    del rng
+        assert torch.equal(torch.cuda.get_rng_state(), ref_rng), (
+            f"{name}: the CUDA RNG state must end where plain BPTT's does")
     assert math.isfinite(sum(float(x.sum()) for x in g))
 
 

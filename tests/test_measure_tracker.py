@@ -93,7 +93,25 @@ def test_timing_interleaved_counts_and_stats():
     assert calls.count("a") == calls.count("b") == 6
     assert calls[4:6] == ["a", "b"] and calls[6:8] == ["b", "a"]  # rotated each round
     assert res["a"].repeats == 4 and res["a"].warmup == 2
-    assert res["a"].median >= 0 and res["a"].iqr >= 0
+
+
+def test_timing_records_each_calls_own_duration(monkeypatch):
+    """With a fake clock: every sample is exactly the time its own call took, in round order."""
+    import membptt.measure.timing as timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    durations = {"a": iter([9.0, 1.0, 2.0, 3.0, 4.0]), "b": iter([9.0, 10.0, 20.0, 30.0, 40.0])}
+
+    def call(name):
+        def fn():
+            now[0] += next(durations[name])
+        return fn
+
+    res = time_interleaved({"a": call("a"), "b": call("b")}, repeats=4, warmup=1)
+    assert res["a"].samples == [1.0, 2.0, 3.0, 4.0]  # the warm-up's 9.0 is not a sample
+    assert res["b"].samples == [10.0, 20.0, 30.0, 40.0]
+    assert res["a"].median == 2.5 and res["b"].iqr == pytest.approx(15.0)
 
 
 def test_timing_quantiles():

@@ -2,7 +2,7 @@
 import os
 import sys
 
-OUTDIR = config.get("outdir", ".")
+OUTDIR = config["outdir"]
 PUBLISHED = os.path.join(workflow.basedir, "paper", "published.json")
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "paper", "report_template.md")
 # the membptt console script of the interpreter running Snakemake (the project's venv)
@@ -12,13 +12,43 @@ if not os.path.exists(MEMBPTT):
 
 THEORY = config["theory"]
 MEASURED = config["measured"]
-WORKLOAD = MEASURED.get("workload", {})
-# A measured point reserves every core Snakemake was given, so that timed points never run
-# beside another job of the pipeline (timings compared across points stay fair); the torch
-# thread count of the point itself is `workload.threads`. The Slurm profile sets it back to the
-# workload's threads (each point gets its own allocation there).
-BENCH_THREADS = max(int(WORKLOAD.get("threads", 1)), int(workflow.cores or 1))
-FIG_EXT = ["png", "pdf"]
+WORKLOAD = MEASURED["workload"]
+
+
+def check_config(cfg):
+    """What JSON Schema cannot say (relations between keys): a clear error naming the key."""
+    th = cfg["theory"]
+    grids = {"theory.lengths": th["lengths"]}
+    if "fig7" in th:
+        grids["theory.fig7.lengths"] = th["fig7"]["lengths"]
+    for key, g in grids.items():
+        if g["min"] >= g["max"]:
+            raise ValueError(f"config {key}: min ({g['min']}) must be below max ({g['max']})")
+    tr = cfg["measured"]["tradeoff"]
+    if cfg["measured"]["enabled"]:
+        too_long = [k for k in tr["segments"] if k > tr["seq_len"]]
+        if too_long:
+            raise ValueError(f"config measured.tradeoff.segments: {too_long} exceed seq_len "
+                             f"{tr['seq_len']} (a segment needs at least one step)")
+
+
+check_config(config)
+# A comparison group (one measured job) asks for every core Snakemake was given, so that no
+# other job of the pipeline runs beside it: Snakemake scales a rule's threads down to --cores
+# when it runs locally (no need to read workflow.cores, which --unlock, dry runs and cluster
+# executors leave unset); the Slurm profile sets them to 1 per job (each group is its own
+# allocation there). The torch thread count of the group is `workload.threads`. Ratios inside
+# a group are fair even under outside load (interleaved rounds); absolute times are not.
+ALL_CORES = 1024
+# figures and tables are listed once, in experiments/targets.py (rules, report and tests)
+sys.path.insert(0, os.path.join(workflow.basedir, "experiments"))
+from targets import (  # noqa: E402
+    FIG_EXT,
+    MEASURED_FIGURES,
+    MEASURED_TABLES,
+    THEORY_FIGURES,
+    THEORY_TABLES,
+)
 
 
 def out(*parts):
@@ -40,9 +70,7 @@ def meta(csv):
 
 wildcard_constraints:
     strategy="hsm|ism|msm",
-    method="[a-z][a-z-]*[a-z]",
-    T=r"\d+",
-    budget=r"none|ckpt|u\d+|\d+(p\d+)?pct",
+    group=r"[A-Za-z0-9_]+",
     ext="png|pdf",
 
 
@@ -61,13 +89,15 @@ THEORY_CSVS = {
     "bounds_claims": out("results/theory/bounds_claims.csv"),
     "paper_values": out("results/theory/paper_values.csv"),
 }
-THEORY_FIGURES = ["fig2a_hsm", "fig5a_ism", "fig5b_msm", "fig3_policies", "fig6_hsm_ism_msm",
-                  "fig7_chen", "bounds_hsm"]
-THEORY_TABLES = ["cost_per_step", "paper_values", "crossovers", "bounds"]
+
+
+# the cost-per-step comparison as data (ours, published, tolerance, match): the report counts it
+COST_PER_STEP_CHECKS = out("results/tables/cost_per_step.csv")
 
 
 def theory_outputs():
     files = list(THEORY_CSVS.values()) + [meta(c) for c in THEORY_CSVS.values()]
+    files.append(COST_PER_STEP_CHECKS)
     for name in THEORY_FIGURES:
         files += figure(name)
     for name in THEORY_TABLES:
@@ -76,91 +106,83 @@ def theory_outputs():
 
 
 # -- measured targets --------------------------------------------------------------------
-# Measured sweeps: one `membptt bench` process per point, one CSV per point under
-# results/points/ (written atomically by membptt, so an interrupted sweep leaves whole files or
-# nothing), then aggregated into results/measured.csv. Point file names:
-#   results/points/{method}__T{T}__{budget}.csv
-# budget: "none" (methods without a budget), "u<n>" (n hidden-state units), "<x>pct" (x % of
-# the full-cache memory; "2p5pct" is 2.5 %), "ckpt" (torch-checkpoint's measured peak at the
-# same T, less the plan's working set: the equal-memory comparison).
+# One comparison group per job: `membptt bench` measures the group's methods in one process,
+# timed interleaved round by round, and writes one row per method with the per-round time
+# ratio to the group's baseline (results/groups/<group>.csv, written atomically). Every ratio
+# of the report, the figures and the tables is computed inside one group. Groups:
+#   fig2b_T<T>        fig2b.baselines (the first is the baseline) and HSM at fig2b.budgets
+#   tradeoff_T<T>     tradeoff.fixed_methods (the first is the baseline), every checkpoint
+#                     method at every K of tradeoff.segments and at round(sqrt(T)), every plan
+#                     method at every budget, and the equal_memory methods at the measured peak
+#                     of equal_memory_reference (memory=peak(<reference>))
+# A group depends only on the config (its methods are rule params), never on another file, so
+# a fresh clone (every file's mtime = checkout time) has nothing to re-measure.
 
-BUDGET_FREE = {"full", "full-fused", "torch-checkpoint"}
-DEVICE = WORKLOAD.get("device", "cpu")
+
+def measured_groups():
+    """{group name: {"seq_len", "baseline", "methods"}} from the config."""
+    if not MEASURED["enabled"]:
+        return {}
+    groups = {}
+    f2 = MEASURED["fig2b"]
+    for T in f2["lengths"]:
+        methods = list(f2["baselines"]) + [f"hsm:memory={int(b)}" for b in f2["budgets"]]
+        groups[f"fig2b_T{T}"] = {"seq_len": T, "baseline": f2["baselines"][0],
+                                 "methods": list(dict.fromkeys(methods))}
+    tr = MEASURED["tradeoff"]
+    T = tr["seq_len"]
+    default_k = max(1, round(T ** 0.5))
+    methods = list(tr["fixed_methods"])
+    for m in tr["checkpoint_methods"]:
+        methods.append(m)  # default K = round(sqrt(T))
+        methods += [f"{m}:segments={k}" for k in tr["segments"] if k != default_k]
+    for m in tr["plan_methods"]:
+        methods += [f"{m}:memory={b}" for b in tr["budgets"]]
+    ref = tr["equal_memory_reference"]
+    if tr["equal_memory"]:
+        if ref not in methods:
+            methods.append(ref)
+        methods += [f"{m}:memory=peak({ref})" for m in tr["equal_memory"]]
+    groups[f"tradeoff_T{T}"] = {"seq_len": T, "baseline": tr["fixed_methods"][0],
+                                "methods": list(dict.fromkeys(methods))}
+    return groups
+
+
+GROUPS = measured_groups()
+DEVICE = WORKLOAD["device"]
 BENCH_ARGS = [
-    "--hidden", str(WORKLOAD.get("hidden", 256)),
-    "--input-size", str(WORKLOAD.get("input_size", 256)),
-    "--classes", str(WORKLOAD.get("classes", 256)),
-    "--batch", str(WORKLOAD.get("batch", 64)),
-    "--dtype", WORKLOAD.get("dtype", "float32"),
+    "--model", WORKLOAD["model"],
+    "--hidden", str(WORKLOAD["hidden"]),
+    "--input-size", str(WORKLOAD["input_size"]),
+    "--classes", str(WORKLOAD["classes"]),
+    "--batch", str(WORKLOAD["batch"]),
+    "--dtype", WORKLOAD["dtype"],
     "--device", DEVICE,
-    "--seed", str(WORKLOAD.get("seed", 0)),
-    "--repeats", str(WORKLOAD.get("repeats", 5)),
-    "--warmup", str(WORKLOAD.get("warmup", 1)),
-    "--threads", str(WORKLOAD.get("threads", 1)),
+    "--seed", str(WORKLOAD["seed"]),
+    "--repeats", str(WORKLOAD["repeats"]),
+    "--warmup", str(WORKLOAD["warmup"]),
+    "--threads", str(WORKLOAD["threads"]),
     "--quiet",
 ]
-if not WORKLOAD.get("grad_check", True):
+if not WORKLOAD["grad_check"]:
     BENCH_ARGS.append("--no-grad-check")
-if not WORKLOAD.get("rss", True):
+if not WORKLOAD["rss"]:
     BENCH_ARGS.append("--no-rss")
 
 
-def budget_token(budget):
-    """Config budget ("5%", "250", 250) -> file-name token ("5pct", "u250")."""
-    b = str(budget).strip()
-    if b.endswith("%"):
-        return b[:-1].replace(".", "p") + "pct"
-    return f"u{int(b)}"
-
-
-def budget_arg(token):
-    """File-name token -> `--memory` value ("5pct" -> "5%", "u250" -> "250")."""
-    if token == "none":
-        return None
-    if token.endswith("pct"):
-        return token[: -len("pct")].replace("p", ".") + "%"
-    return token[1:]
-
-
-def point(method, T, budget):
-    return out(f"results/points/{method}__T{T}__{budget}.csv")
-
-
-def measured_points():
-    if not MEASURED.get("enabled", False):
-        return []
-    pts = []
-    f2 = MEASURED.get("fig2b", {})
-    for T in f2.get("lengths", []):
-        for m in f2.get("baselines", []):
-            pts.append(point(m, T, "none" if m in BUDGET_FREE else "u1000000"))
-        for b in f2.get("budgets", []):
-            pts.append(point("hsm", T, budget_token(b)))
-    tr = MEASURED.get("tradeoff", {})
-    if tr:
-        T = tr.get("seq_len", 1000)
-        for m in tr.get("fixed_methods", []):
-            pts.append(point(m, T, "none"))
-        for m in tr.get("plan_methods", []):
-            for b in tr.get("budgets", []):
-                pts.append(point(m, T, budget_token(b)))
-        for m in tr.get("equal_memory", []):
-            pts.append(point(m, T, "ckpt"))
-    return list(dict.fromkeys(pts))  # unique, in order
+def group_csvs():
+    return [out("results", "groups", f"{g}.csv") for g in GROUPS]
 
 
 def measured_benchmarks():
-    """Snakemake's benchmark file of every measured point (CPU time vs wall time)."""
-    return [out("results/benchmarks/bench", os.path.basename(p)[: -len(".csv")] + ".tsv")
-            for p in measured_points()]
+    """Snakemake's benchmark file of every group job (CPU time vs wall time)."""
+    return [out("results", "benchmarks", "bench", f"{g}.tsv") for g in GROUPS]
 
 
-MEASURED_FIGURES = ["fig2b_time", "tradeoff_memory_time", "predicted_vs_measured"]
-MEASURED_TABLES = ["equal_memory", "measured_points"]
 
 
 def measured_outputs():
-    if not MEASURED.get("enabled", False):
+    if not MEASURED["enabled"]:
         return []
     files = [out("results/measured.csv")]
     for name in MEASURED_FIGURES:
@@ -168,14 +190,6 @@ def measured_outputs():
     for name in MEASURED_TABLES:
         files += table(name)
     return files
-
-
-def equal_memory_inputs(wildcards):
-    tr = MEASURED.get("tradeoff", {})
-    ref_method = tr.get("plan_methods", ["msm"])[0]
-    ref_budget = budget_token(tr.get("budgets", ["5%"])[0])
-    return {"ckpt": point("torch-checkpoint", wildcards.T, "none"),
-            "sizes": point(ref_method, wildcards.T, ref_budget)}
 
 
 # -- report ------------------------------------------------------------------------------

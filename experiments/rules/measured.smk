@@ -1,56 +1,35 @@
-# Measured sweeps (membptt bench); targets and helpers in common.smk.
+# Measured comparison groups (membptt bench, one process per group); targets in common.smk.
 
-rule bench_point:
+rule bench_group:
     output:
-        csv=out("results/points/{method}__T{T}__{budget}.csv"),
-    wildcard_constraints:
-        budget=r"none|u\d+|\d+(p\d+)?pct",
+        csv=out("results/groups/{group}.csv"),
     params:
         membptt=MEMBPTT,
-        memory=lambda w: "" if budget_arg(w.budget) is None else f"--memory {budget_arg(w.budget)}",
-        args=" ".join(BENCH_ARGS),
-    threads: BENCH_THREADS
-    resources:
-        gpu=1 if DEVICE.startswith("cuda") else 0,
-        runtime=30,
-        mem_mb=4000,
-    log:
-        out("results/logs/bench/{method}__T{T}__{budget}.log"),
-    benchmark:
-        out("results/benchmarks/bench/{method}__T{T}__{budget}.tsv")
-    conda:
-        "../envs/pipeline.yaml"
-    shell:
-        "{params.membptt} bench --method {wildcards.method} --seq-len {wildcards.T}"
-        " {params.memory} {params.args} --out {output.csv} > {log} 2>&1"
-
-
-rule bench_point_equal_memory:
-    input:
-        unpack(equal_memory_inputs),
-    output:
-        csv=out("results/points/{method}__T{T}__ckpt.csv"),
-    params:
-        membptt=MEMBPTT,
+        group=lambda w: w.group,
+        seq_len=lambda w: GROUPS[w.group]["seq_len"],
+        baseline=lambda w: GROUPS[w.group]["baseline"],
+        methods=lambda w: GROUPS[w.group]["methods"],
         args=BENCH_ARGS,
-    threads: BENCH_THREADS
+    threads: ALL_CORES
     resources:
         gpu=1 if DEVICE.startswith("cuda") else 0,
-        runtime=30,
-        mem_mb=4000,
+        runtime=60,
+        mem_mb=8000,
     log:
-        out("results/logs/bench/{method}__T{T}__ckpt.log"),
+        out("results/logs/bench/{group}.log"),
     benchmark:
-        out("results/benchmarks/bench/{method}__T{T}__ckpt.tsv")
+        out("results/benchmarks/bench/{group}.tsv")
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../scripts/bench_equal_memory.py"
+        "../scripts/bench_group.py"
 
 
 rule aggregate_measured:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
-        measured_points(),
+        group_csvs(),
     output:
         csv=out("results/measured.csv"),
     log:
@@ -62,14 +41,15 @@ rule aggregate_measured:
 
 
 rule fig2b_time:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=out("results/measured.csv"),
     output:
         figure("fig2b_time"),
     params:
-        lengths=MEASURED.get("fig2b", {}).get("lengths", []),
-        budgets=MEASURED.get("fig2b", {}).get("budgets", []),
-        baselines=MEASURED.get("fig2b", {}).get("baselines", []),
+        lengths=MEASURED["fig2b"]["lengths"],
+        budgets=MEASURED["fig2b"]["budgets"],
     log:
         out("results/logs/fig2b_time.log"),
     conda:
@@ -79,13 +59,15 @@ rule fig2b_time:
 
 
 rule fig_tradeoff:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=out("results/measured.csv"),
         published=PUBLISHED,
     output:
         figure("tradeoff_memory_time"),
     params:
-        seq_len=MEASURED.get("tradeoff", {}).get("seq_len", 1000),
+        seq_len=MEASURED["tradeoff"]["seq_len"],
     log:
         out("results/logs/fig_tradeoff.log"),
     conda:
@@ -95,6 +77,8 @@ rule fig_tradeoff:
 
 
 rule fig_predicted_vs_measured:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=out("results/measured.csv"),
     output:
@@ -108,13 +92,16 @@ rule fig_predicted_vs_measured:
 
 
 rule table_equal_memory:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=out("results/measured.csv"),
     output:
         md=table("equal_memory")[0],
         tex=table("equal_memory")[1],
     params:
-        seq_len=MEASURED.get("tradeoff", {}).get("seq_len", 1000),
+        seq_len=MEASURED["tradeoff"]["seq_len"],
+        reference=MEASURED["tradeoff"]["equal_memory_reference"],
     log:
         out("results/logs/table_equal_memory.log"),
     conda:
@@ -124,13 +111,15 @@ rule table_equal_memory:
 
 
 rule table_measured_points:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=out("results/measured.csv"),
     output:
         md=table("measured_points")[0],
         tex=table("measured_points")[1],
     params:
-        seq_len=MEASURED.get("tradeoff", {}).get("seq_len", 1000),
+        seq_len=MEASURED["tradeoff"]["seq_len"],
     log:
         out("results/logs/table_measured_points.log"),
     conda:

@@ -1,11 +1,14 @@
 # The reproduction report: paper/REPORT.md, regenerated from the CSVs, tables and figures.
 
 rule report:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         template=REPORT_TEMPLATE,
         published=PUBLISHED,
         theory=[c for c in THEORY_CSVS.values()],
         theory_meta=[meta(c) for c in THEORY_CSVS.values()],
+        cps=COST_PER_STEP_CHECKS,
         tables=[f for name in THEORY_TABLES for f in table(name)],
         figures=[f for name in THEORY_FIGURES for f in figure(name)],
         measured=measured_outputs(),

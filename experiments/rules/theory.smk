@@ -1,9 +1,12 @@
 # Exact theory: DP tables (membptt.planning.dp), no hardware. CSVs under results/theory/,
 # figures under figures/, tables under results/tables/.
+# The theory jobs read paper/published.json as ancient(): its checkout time on a fresh clone
+# never re-runs them (the DP results depend on the config, which is their params). After
+# editing published.json, rerun them with `-R theory_curves theory_paper_values`.
 
 rule theory_curves:
     input:
-        published=PUBLISHED,
+        published=ancient(PUBLISHED),
     output:
         csv=out("results/theory/curves_{strategy}.csv"),
         meta=out("results/theory/curves_{strategy}.meta.json"),
@@ -102,7 +105,7 @@ rule theory_bounds:
 
 rule theory_paper_values:
     input:
-        published=PUBLISHED,
+        published=ancient(PUBLISHED),
     output:
         csv=THEORY_CSVS["paper_values"],
         meta=meta(THEORY_CSVS["paper_values"]),
@@ -119,6 +122,8 @@ rule theory_paper_values:
 # -- figures (each from the CSVs above only) ----------------------------------------------------
 
 rule fig_cost_per_step:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=out("results/theory/curves_{strategy}.csv"),
         published=PUBLISHED,
@@ -135,6 +140,8 @@ rule fig_cost_per_step:
 
 
 rule fig3_policies:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         ops=THEORY_CSVS["fig3_ops"],
         summary=THEORY_CSVS["fig3_summary"],
@@ -149,6 +156,8 @@ rule fig3_policies:
 
 
 rule fig6_hsm_ism_msm:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         curves=THEORY_CSVS["fig6_curves"],
         crossovers=THEORY_CSVS["fig6_crossovers"],
@@ -163,6 +172,8 @@ rule fig6_hsm_ism_msm:
 
 
 rule fig7_chen:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=THEORY_CSVS["fig7_chen"],
     output:
@@ -176,6 +187,8 @@ rule fig7_chen:
 
 
 rule fig_bounds:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=THEORY_CSVS["bounds"],
     output:
@@ -191,6 +204,8 @@ rule fig_bounds:
 # -- tables (Markdown and LaTeX) -----------------------------------------------------------------
 
 rule table_cost_per_step:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         hsm=THEORY_CSVS["curves_hsm"],
         ism=THEORY_CSVS["curves_ism"],
@@ -199,8 +214,9 @@ rule table_cost_per_step:
     output:
         md=table("cost_per_step")[0],
         tex=table("cost_per_step")[1],
+        csv=COST_PER_STEP_CHECKS,
     params:
-        tolerance=config.get("report", {}).get("tolerance", 0.0005),
+        tolerance=config["report"]["tolerance"],
     log:
         out("results/logs/table_cost_per_step.log"),
     conda:
@@ -210,6 +226,8 @@ rule table_cost_per_step:
 
 
 rule table_paper_values:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=THEORY_CSVS["paper_values"],
     output:
@@ -224,6 +242,8 @@ rule table_paper_values:
 
 
 rule table_crossovers:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=THEORY_CSVS["fig6_crossovers"],
         published=PUBLISHED,
@@ -239,6 +259,8 @@ rule table_crossovers:
 
 
 rule table_bounds:
+    # cheap: runs where Snakemake runs, never as a cluster job
+    localrule: True
     input:
         csv=THEORY_CSVS["bounds_claims"],
     output:

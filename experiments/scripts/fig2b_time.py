@@ -1,42 +1,47 @@
-"""Fig. 2b: measured time of one training iteration against sequence length, for the HSM
-budgets of Fig. 2a and the standard-BPTT baselines (median, bars from Q1 to Q3)."""
+"""Fig. 2b: time of one training iteration against sequence length, as the per-round ratio to
+standard BPTT measured inside each length's comparison group (median, bars Q1 to Q3), for the
+HSM budgets of Fig. 2a and the other baselines; dashed: the unit-cost model (C + 2T) / (3T)."""
 
-import pandas as pd
+import groups
 from pipeline_common import plotting, save_figure, start
 
 
 def main(smk):
     start(smk)
     plt, sns = plotting()
-    df = pd.read_csv(smk.input.csv, dtype={"budget_requested": str})
+    df = groups.load(smk.input.csv)
     p = smk.params
-    lengths = set(p.lengths)
-    budgets = {str(b) for b in p.budgets}
-    ok = df[(df.status == "ok") & df.seq_len.isin(lengths)]
-    hsm = ok[(ok.method == "hsm") & ok.budget_requested.isin(budgets)].copy()
-    hsm["label"] = [f"BPTT-HSM, m = {b}" for b in hsm.budget_requested]
-    base = ok[ok.method.isin(p.baselines) & ~(ok.method == "hsm")].copy()
-    base = base[base.budget_token.isin(["none", "u1000000"])]
-    base["label"] = base.method
-    d = pd.concat([hsm, base]).sort_values(["label", "seq_len"])
+    ok = df[(df.status == "ok") & df.group.str.startswith("fig2b_T") & df.ratio_median.notna()]
+    ok = ok[ok.seq_len.isin(set(p.lengths))].copy()
+    hsm = ok[ok.method == "hsm"].copy()
+    hsm["m"] = hsm.budget_requested.astype(int)
+    hsm = hsm[hsm.m.isin([int(b) for b in p.budgets])]
+    others = ok[(ok.method != "hsm") & (ok.label != ok.group_baseline)]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    order = sorted(hsm.label.unique(), key=lambda s: int(s.rsplit(" ", 1)[-1])) + \
-        sorted(base.label.unique())
-    colors = dict(zip(order, sns.color_palette("viridis", len(hsm.label.unique())) +
-                      [(0.55, 0.55, 0.55), (0.3, 0.3, 0.3), (0.1, 0.1, 0.1)][: base.label.nunique()]))
-    for label in order:
-        g = d[d.label == label]
-        ax.errorbar(g.seq_len, g.time_median_s,
-                    yerr=[g.time_median_s - g.time_q1_s, g.time_q3_s - g.time_median_s],
-                    marker="o", ms=4, capsize=2, lw=1.4, label=label, color=colors[label])
+    budgets = sorted(hsm.m.unique())
+    pal = sns.color_palette("viridis", max(1, len(budgets)))
+    for color, m in zip(pal, budgets):
+        g = hsm[hsm.m == m].sort_values("seq_len")
+        ax.errorbar(g.seq_len, g.ratio_median,
+                    yerr=[g.ratio_median - g.ratio_q1, g.ratio_q3 - g.ratio_median],
+                    marker="o", ms=4, capsize=2, lw=1.4, color=color,
+                    label=f"BPTT-HSM, m = {m}")
+        ax.plot(g.seq_len, (g.forward_ops + 2 * g.seq_len) / (3 * g.seq_len), ls="--", lw=1,
+                color=color)
+    for k, (label, g) in enumerate(others.groupby("label")):
+        g = g.sort_values("seq_len")
+        ax.errorbar(g.seq_len, g.ratio_median,
+                    yerr=[g.ratio_median - g.ratio_q1, g.ratio_q3 - g.ratio_median],
+                    marker="s", ms=4, capsize=2, lw=1.2, color=str(0.2 + 0.25 * k), label=label)
+    base = ok.group_baseline.dropna().unique()
+    ax.axhline(1.0, color="0.4", lw=0.8)
     ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel("sequence length T")
-    ax.set_ylabel("time per iteration (s)")
-    w = ok.iloc[0] if len(ok) else None
-    if w is not None:
-        ax.set_title(f"LSTM {w.input_size}→{w.hidden}, batch {w.batch}, {w.device} "
-                     f"({w.threads} thread{'s' if w.threads != 1 else ''})", fontsize=10)
+    ax.set_ylabel(f"time / time of {', '.join(base) or 'the baseline'} (same group, per round)")
+    if len(ok):
+        w = ok.iloc[0]
+        ax.set_title(f"{w.model.upper()} {w.input_size}→{w.hidden}, batch {w.batch}, "
+                     f"{w.device}; dashed: unit-cost model (C+2T)/3T", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, smk.output)
 

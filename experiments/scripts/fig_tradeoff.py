@@ -1,46 +1,56 @@
-"""Memory-time trade-off at one length for every method: measured peak bytes (x) against the
-measured time per iteration (y), with the paper's headline point (95 % memory saved for +33 %
-time, relative to standard BPTT) marked."""
+"""Memory-time trade-off at one length: each method's front. x: measured peak bytes; y: the
+per-round time ratio to the group's baseline (standard BPTT), all from one comparison group.
+A checkpoint method's front sweeps its segment count K; a plan method's its budget. The
+paper's headline point (95 % memory saved for +33 % time) is marked."""
 
-import pandas as pd
+import groups
 from pipeline_common import load_published, plotting, save_figure, start
 
-MARKERS = {"full": "s", "full-fused": "P", "torch-checkpoint": "X", "full-plan": "s",
-           "chen": "^", "chen-recursive": "v", "chen-measured": "<", "hsm": "o", "ism": "D",
-           "msm": "*", "hsm-measured": "h", "msm-measured": "p"}
+MARKERS = {"full": "s", "full-fused": "P", "torch-checkpoint": "X",
+           "torch-checkpoint-reentrant": "x", "torch-checkpoint-fused": "D",
+           "torch-checkpoint-fused-reentrant": "d", "full-plan": "s", "chen": "^",
+           "chen-recursive": "v", "chen-measured": "<", "hsm": "o", "ism": "H", "msm": "*",
+           "hsm-measured": "h", "msm-measured": "p"}
 
 
 def main(smk):
     start(smk)
     plt, sns = plotting()
-    df = pd.read_csv(smk.input.csv, dtype={"budget_requested": str})
-    T = int(smk.params.seq_len)
-    d = df[(df.seq_len == T) & (df.status == "ok") & df.peak_bytes.notna()].copy()
+    df = groups.load(smk.input.csv)
+    group = f"tradeoff_T{int(smk.params.seq_len)}"
+    d = df[(df.group == group) & (df.status == "ok") & df.peak_bytes.notna()
+           & df.ratio_median.notna()].copy()
     d["peak_MiB"] = d.peak_bytes / 2**20
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig, ax = plt.subplots(figsize=(7.4, 4.8))
     methods = list(dict.fromkeys(d.method))
-    pal = dict(zip(methods, sns.color_palette("tab10", len(methods))))
+    pal = dict(zip(methods, sns.color_palette("tab20", len(methods))))
     for m in methods:
         g = d[d.method == m].sort_values("peak_MiB")
-        ax.plot(g.peak_MiB, g.time_median_s, marker=MARKERS.get(m, "o"), ms=7, lw=0.8,
-                color=pal[m], label=m)
-    full = d[d.method == "full"]
-    if len(full):
+        ax.errorbar(g.peak_MiB, g.ratio_median,
+                    yerr=[g.ratio_median - g.ratio_q1, g.ratio_q3 - g.ratio_median],
+                    marker=MARKERS.get(m, "o"), ms=6, lw=0.9, capsize=2, color=pal[m], label=m)
+        if m.startswith("torch-checkpoint"):
+            for r in g.itertuples():
+                k = str(r.params).split()[0].replace("segments=", "K=")
+                ax.annotate(k, (r.peak_MiB, r.ratio_median), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points", color=pal[m])
+    base = d[d.label == d.group_baseline]
+    if len(base):
         h = load_published(smk.input.published)["headline"]
-        f = full.iloc[0]
-        x = (1 - h["memory_saved_fraction"]) * f.peak_MiB
-        y = h["time_ratio"] * f.time_median_s
-        ax.scatter([x], [y], marker="o", s=180, facecolors="none", edgecolors="red", lw=1.5,
-                   zorder=6, label=f"paper: {100 * (1 - h['memory_saved_fraction']):.0f}% of "
-                                   f"full's memory, ×{h['time_ratio']:.3f} its time")
+        b = base.iloc[0]
+        ax.scatter([(1 - h["memory_saved_fraction"]) * b.peak_MiB], [h["time_ratio"]],
+                   marker="o", s=180, facecolors="none", edgecolors="red", lw=1.5, zorder=6,
+                   label=f"paper: {100 * (1 - h['memory_saved_fraction']):.0f}% of "
+                         f"{b.label}'s memory, ×{h['time_ratio']:.3f} its time")
     ax.set_xscale("log")
     ax.set_xlabel("measured peak memory (MiB, live tensors above baseline)")
-    ax.set_ylabel("time per iteration (s)")
+    base_name = d.group_baseline.iloc[0] if len(d) else "the baseline"
+    ax.set_ylabel(f"time / time of {base_name} (same group, per round)")
     if len(d):
         w = d.iloc[0]
-        ax.set_title(f"T = {T}: LSTM {w.input_size}→{w.hidden}, batch {w.batch}, {w.device}",
-                     fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"T = {w.seq_len}: {w.model.upper()} {w.input_size}→{w.hidden}, batch "
+                     f"{w.batch}, {w.device}; group {group}", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
     save_figure(fig, smk.output)
 
 

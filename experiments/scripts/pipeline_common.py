@@ -11,12 +11,13 @@ import math
 import os
 import platform
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+# one atomic writer and one provenance source for the package and the pipeline
+from membptt.measure.results import atomic_write_text, cpu_model, git  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (for git and the package version)
 
@@ -32,25 +33,11 @@ TIMING_COLUMNS = (
     "time_median_s", "time_iqr_s", "time_q1_s", "time_q3_s", "time_min_s", "time_samples_s",
     "predicted_time_s", "probe_run_fixed_s", "probe_run_per_step_s", "probe_forward_graph_s",
     "probe_backward_s", "rss_peak_bytes", "rss_baseline_bytes", "cuda_peak_bytes",
+    "ratio_median", "ratio_q1", "ratio_q3", "ratio_samples",
 )
 
 
 # -- files -------------------------------------------------------------------------------------
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def write_csv(df, path) -> None:
     """Tidy CSV, written atomically; floats with 12 significant digits (stable across runs)."""
@@ -62,25 +49,6 @@ def write_json(obj, path) -> None:
 
 
 # -- provenance --------------------------------------------------------------------------------
-
-def _git(*args) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                             timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def provenance(smk=None, started: float | None = None, script: str | None = None) -> dict:
     """Where, when and how a file was made: command (rule, script, parameters), machine,
@@ -94,8 +62,8 @@ def provenance(smk=None, started: float | None = None, script: str | None = None
         torch_version = torch.__version__
     except ImportError:  # the theory part does not need torch
         torch_version = None
-    commit = _git("rev-parse", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    commit = git(["rev-parse", "HEAD"]) or "unknown"
+    dirty = git(["status", "--porcelain", "--untracked-files=no"])
     d = {
         "membptt_version": getattr(membptt, "__version__", "unknown"),
         "git_commit": commit,

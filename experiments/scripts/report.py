@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from string import Template
 
+import groups
 import pandas as pd
 from pipeline_common import atomic_write_text, fmt, load_published, start, table_markdown
 
@@ -58,17 +59,10 @@ def main(smk):
                  "ours": f"{int(large.match.sum())}/{len(large)} equal",
                  "verdict": verdict(bool(large.match.all())), "kind": "theory"})
     cps_md = read_table_md(inputs, "cost_per_step")
-    cps_rows = [line for line in cps_md.splitlines() if line.startswith("| ") and "/" in line]
-    tol = smk.params.config.get("report", {}).get("tolerance", 5e-4)
-    pub_cps = pub["cost_per_step"]
-    total = sum(len(v) for k in ("hsm", "ism") for v in pub_cps[k].values()) + sum(
-        len(v["values"]) for v in pub_cps["msm_alpha5"].values())
-    n_ok = n_all = 0
-    for line in cps_rows:
-        cell = line.rstrip(" |").rsplit("|", 1)[-1].strip()
-        if "/" in cell and cell.replace("/", "").isdigit():
-            a, b = cell.split("/")
-            n_ok, n_all = n_ok + int(a), n_all + int(b)
+    cps = pd.read_csv(smk.input.cps)  # one row per published value in range: ours, match flag
+    tol = smk.params.config["report"]["tolerance"]
+    total = int(cps.published_values.iloc[0]) if len(cps) else 0
+    n_ok, n_all = int(cps.match.sum()), len(cps)
     rows.append({"claim": "Cost per step C/t, Fig. 2a (HSM), 5a (ISM), 5b (MSM α = 5)",
                  "paper": "tabulated values",
                  "ours": f"{n_ok}/{n_all} equal within {tol:g}"
@@ -92,8 +86,8 @@ def main(smk):
     trace_ok = 10 in by_t.index and by_t.loc[10].trace == f3p["trace_t10_m4"]
     fig3_lines.append(f"- The t = 10 trace is {'identical to' if trace_ok else 'different from'}"
                       " the paper's (PAPER.md section 7).")
-    rows.append({"claim": "Fig. 3: optimal HSM policies, m = 4 (t = 4: cost 7; t = 10: cost 24, "
-                          "golden trace)",
+    rows.append({"claim": f"Fig. 3: optimal HSM policies, m = {f3p['m']} (t = 4: cost "
+                          f"{f3p['t4_cost']}; t = 10: cost {f3p['t10_cost']}, golden trace)",
                  "paper": f"{f3p['t4_cost']}, {f3p['t10_cost']}, trace",
                  "ours": ", ".join(str(int(by_t.loc[t].forward_ops)) for t in (4, 10)
                                    if t in by_t.index) + (", same trace" if trace_ok
@@ -109,8 +103,8 @@ def main(smk):
             ok6 &= pd.notna(r.hsm_first_cheaper_at) and \
                 int(r.hsm_first_cheaper_at) == paper6[int(r.memory_units)]
     if ours6:
-        rows.append({"claim": "Fig. 6: HSM overtakes ISM (α = 5) at t = 309 (50 units) and 1919 "
-                              "(100 units)",
+        rows.append({"claim": f"Fig. 6: HSM overtakes ISM (α = {pub['fig6']['alpha']}) at "
+                              + " and ".join(f"t = {t} ({u} units)" for u, t in paper6.items()),
                      "paper": ", ".join(str(v) for v in pub["fig6"]["hsm_overtakes_ism_at"]),
                      "ours": "; ".join(ours6), "verdict": verdict(ok6), "kind": "theory"})
     rows.append({"claim": "MSM is never worse than HSM and ISM at equal memory (Fig. 6)",
@@ -194,137 +188,143 @@ def main(smk):
 
 
 def measured_section(smk, pub, mcsv, inputs):
-    df = pd.read_csv(mcsv, dtype={"budget_requested": str})
+    """The measured part: every ratio is computed inside one comparison group (groups.py)."""
+    df = groups.load(mcsv)
     cfg = smk.params.config["measured"]
-    T = int(cfg.get("tradeoff", {}).get("seq_len", 1000))
+    thr = smk.params.config["report"]
+    T = int(cfg["tradeoff"]["seq_len"])
     ok = df[df.status == "ok"]
     rows, md = [], []
+    runs = groups.runs_summary(df)
+    warn = groups.mixed_warning(runs)
+    if warn:
+        md.append(warn)
     w = ok.iloc[0] if len(ok) else None
     if w is not None:
-        md.append(f"Workload: LSTM cell {w.input_size}→{w.hidden}, head to {w.classes} classes, "
-                  f"batch {w.batch}, {w['dtype']}, device `{w.device}` ({w.device_model}), "
-                  f"{int(w.threads)} torch thread(s), torch {w.torch_version}; "
-                  f"{int(w.repeats)} timed iterations after {int(w.warmup)} warm-up, "
-                  f"median reported. {len(df)} rows, {int((df.status == 'ok').sum())} ok"
-                  + (f", {int((df.status != 'ok').sum())} not ok: "
-                     + ", ".join(f"{r.point} ({r.status})" for r in df[df.status != 'ok'].itertuples())
-                     if (df.status != "ok").any() else "") + ".")
-    # how much of a core the bench jobs got: Snakemake's benchmark files (cpu_time / wall)
+        bad = df[df.status != "ok"]
+        md.append(f"Workload: model `{w.model}` ({w.input_size}→{w.hidden}, head to "
+                  f"{w.classes} classes), batch {w.batch}, {w['dtype']}, device `{w.device}` "
+                  f"({w.device_model}), {int(w.threads)} torch thread(s), torch "
+                  f"{w.torch_version}; {int(w.repeats)} timed rounds after {int(w.warmup)} "
+                  f"warm-up. {runs['groups']} comparison group(s) on host(s) "
+                  f"{', '.join(runs['hosts'])}, {runs['first']} to {runs['last']}; {len(df)} "
+                  f"rows, {len(ok)} ok"
+                  + (": not ok " + ", ".join(f"{r.label} in {r.group} ({r.status})"
+                                             for r in bad.itertuples()) if len(bad) else "")
+                  + ".")
+    # how much of a core the group jobs got: Snakemake's benchmark files (cpu_time / wall)
     shares = []
     for b in smk.input.benchmarks:
         bt = pd.read_csv(b, sep="\t")
         if len(bt) and float(bt.s.iloc[-1]) > 0:
             shares.append(float(bt.cpu_time.iloc[-1]) / float(bt.s.iloc[-1]))
     share = float(pd.Series(shares).median()) if shares else float("nan")
-    # Measured points are scheduled one at a time (each reserves all of Snakemake's cores), so
-    # the pipeline never times two points side by side. Outside load cannot be seen from here;
-    # the CPU share below (which misses the RSS pass's child process) is information only.
-    contended = False
-    md.append(f"**Timing reliability.** Measured points ran one at a time, each reserving all "
-              f"of Snakemake's cores; median CPU time / wall time of the bench jobs "
-              f"{share:.2f} (the RSS pass runs in a child process that this figure does not "
-              "count). Timings assume the machine was otherwise idle; the interquartile "
-              "ranges in `results/measured.csv` show the run-to-run noise.")
-    at = ok[ok.seq_len == T]
-    full = at[at.method == "full"]
+    md.append("**How times are compared.** Each comparison group is one `membptt bench` "
+              "process: its methods are timed interleaved, round by round, and every time "
+              "ratio below divides two times of the same round (median and quartiles over the "
+              "rounds; `ratio_*` and `time_samples_s` in `results/measured.csv`). No number "
+              "here divides times of two groups, so a machine that is faster or slower "
+              "between groups (or sessions) changes absolute times, not ratios. Median CPU "
+              f"time / wall time of the group jobs {share:.2f}.")
+    tg = ok[ok.group == f"tradeoff_T{T}"]
+    base = tg[tg.label == tg.group_baseline]
     hl = pub["headline"]
-    if len(full):
-        f = full.iloc[0]
+    if len(base):
+        f = base.iloc[0]
         best = None
         for method in ("ism", "msm", "msm-measured", "hsm"):
-            g = at[(at.method == method) & (at.budget_requested == "5%")]
+            g = tg[(tg.method == method) & (tg.budget_requested == "5%")]
             if len(g):
                 best = g.iloc[0]
                 break
         if best is not None:
-            tr = best.time_median_s / f.time_median_s
+            tr = best.ratio_median
             mr = best.peak_bytes / f.peak_bytes
             pred = (best.forward_ops + 2 * T) / (3 * T)
-            mem_ok = mr <= 0.10  # 5 % of the states plus the plan-independent working set
-            # the claim is "about one third more time": allow 10 % for timing noise
-            time_ok = tr <= 1.10 * hl["time_ratio"]
-            rows.append({"claim": f"Headline, measured: {best.method} at a 5% budget, T = {T}",
+            mem_ok = mr <= thr["headline_memory_ratio_max"]
+            time_ok = tr <= (1 + thr["time_tolerance"]) * hl["time_ratio"]
+            rows.append({"claim": f"Headline, measured: {best.method} at a 5% budget, T = {T} "
+                                  f"(one group, per-round ratio to {f.label})",
                          "paper": f"memory ×{1 - hl['memory_saved_fraction']:.2f}, "
                                   f"time ×{hl['time_ratio']}",
-                         "ours": f"measured peak ×{mr:.3f} of full, time ×{tr:.2f} of full "
-                                 f"(unit-cost model predicts ×{pred:.3f})",
-                         "verdict": ("memory " + verdict(mem_ok) + "; time "
-                                     + ("**inconclusive** (contended CPU)" if contended
-                                        else verdict(time_ok))),
+                         "ours": f"measured peak ×{mr:.3f} of {f.label}, time ×{tr:.2f} "
+                                 f"[{best.ratio_q1:.2f}–{best.ratio_q3:.2f}] (unit-cost model "
+                                 f"×{pred:.3f})",
+                         "verdict": "memory " + verdict(mem_ok) + "; time " + verdict(time_ok),
                          "kind": "measured"})
-    # Fig. 2b: measured time ratio vs the unit model (C + 2T)/(3T)
-    f2 = cfg.get("fig2b", {})
-    fulls = ok[ok.method == "full"].set_index("seq_len")
+    # Fig. 2b: in-group time ratio HSM / baseline against the unit model (C + 2T)/(3T)
+    f2 = cfg["fig2b"]
+    hsm = ok[ok.group.str.startswith("fig2b_T") & (ok.method == "hsm")
+             & ok.seq_len.isin(f2["lengths"])
+             & ok.budget_requested.isin([str(b) for b in f2["budgets"]])]
     lines = []
-    ratios = []
-    for r in ok[(ok.method == "hsm") & ok.seq_len.isin(f2.get("lengths", []))
-                & ok.budget_requested.isin([str(b) for b in f2.get("budgets", [])])].itertuples():
-        if r.seq_len in fulls.index:
-            meas = r.time_median_s / fulls.loc[r.seq_len].time_median_s
-            pred = (r.forward_ops + 2 * r.seq_len) / (3 * r.seq_len)
-            ratios.append((r.seq_len, int(r.budget_requested), meas, pred))
-    if ratios:
-        rdf = pd.DataFrame(ratios, columns=["T", "m", "measured", "model"])
-        lines.append("| T | m | HSM time / full time, measured | unit-cost model (C+2T)/3T |")
+    if len(hsm):
+        rdf = pd.DataFrame({"T": hsm.seq_len, "m": hsm.budget_requested.astype(int),
+                            "measured": hsm.ratio_median, "q1": hsm.ratio_q1, "q3": hsm.ratio_q3,
+                            "model": (hsm.forward_ops + 2 * hsm.seq_len) / (3 * hsm.seq_len)})
+        lines.append(f"| T | m | HSM time / {f2['baselines'][0]} time, same group (median "
+                     "[Q1–Q3] over rounds) | unit-cost model (C+2T)/3T |")
         lines.append("|---|---|---|---|")
         for r in rdf.sort_values(["m", "T"]).itertuples():
-            lines.append(f"| {r.T} | {r.m} | {r.measured:.2f} | {r.model:.2f} |")
+            lines.append(f"| {r.T} | {r.m} | {r.measured:.2f} [{r.q1:.2f}–{r.q3:.2f}] | "
+                         f"{r.model:.2f} |")
         corr = rdf[["measured", "model"]].corr().iloc[0, 1] if len(rdf) > 2 else float("nan")
-        mono = all((g.sort_values("T").measured.diff().dropna() >= -0.05).all()
-                   for _, g in rdf.groupby("m"))
         rows.append({"claim": "Fig. 2b: time per iteration follows the cost per step of Fig. 2a",
                      "paper": "measured curves (hardware unknown)",
-                     "ours": f"measured/modelled time ratios correlate {corr:.2f}; "
-                             f"{'non-decreasing' if mono else 'not monotone'} in T per budget",
-                     "verdict": "**inconclusive** (contended CPU)" if contended else
-                     verdict(corr > 0.8, "reproduced (qualitatively)", "differs"),
+                     "ours": f"in-group measured ratios and the unit-cost model correlate "
+                             f"{corr:.2f} over {len(rdf)} points",
+                     "verdict": ("**too few points** (fewer than 3)" if len(rdf) < 3 else
+                                 verdict(bool(corr >= thr["fig2b_min_correlation"]),
+                                         "reproduced (qualitatively)", "differs")),
                      "kind": "measured"})
     md.append("### Fig. 2b: time per iteration against length\n\n"
               "![Fig. 2b](../figures/fig2b_time.png)\n\n" + "\n".join(lines))
     md.append(f"### Memory–time trade-off at T = {T}\n\n"
               "![trade-off](../figures/tradeoff_memory_time.png)\n\n"
               + read_table_md(inputs, "measured_points"))
-    # equal memory
-    eq_md = read_table_md(inputs, "equal_memory")
-    ck = at[at.method == "torch-checkpoint"]
-    mm = at[at.method == "msm-measured"]
+    # equal memory: msm-measured against the reference checkpoint, in the trade-off group
+    ref_label = cfg["tradeoff"]["equal_memory_reference"]
+    ck = tg[tg.label == ref_label]
+    mm = tg[tg.method == "msm-measured"]
     if len(ck) and len(mm):
         c = ck.iloc[0]
         fit = mm[mm.peak_bytes <= c.peak_bytes]
         if len(fit):
-            b = fit.sort_values("time_median_s").iloc[0]
-            faster = b.time_median_s < c.time_median_s
-            rows.append({"claim": "(ours) msm on measured costs is faster than "
-                                  "torch.utils.checkpoint at equal or lower peak memory",
+            b = fit.sort_values("ratio_median").iloc[0]
+            r = groups.ratio_between(b, c)
+            rows.append({"claim": f"(ours) msm on measured costs is faster than {ref_label} at "
+                                  "equal or lower peak memory",
                          "paper": "—",
-                         "ours": f"{b.time_median_s:.3f} s at {b.peak_bytes / 2**20:.2f} MiB vs "
-                                 f"{c.time_median_s:.3f} s at {c.peak_bytes / 2**20:.2f} MiB",
-                         "verdict": ("**inconclusive** (contended CPU; measured: "
-                                     f"{'yes' if faster else 'no'})") if contended
-                         else verdict(bool(faster), "yes", "no"), "kind": "measured"})
+                         "ours": f"{b.label}: time ×{r['median']:.2f} [{r['q1']:.2f}–"
+                                 f"{r['q3']:.2f}] of {ref_label}'s (same rounds), peak "
+                                 f"{b.peak_bytes / 2**20:.2f} vs {c.peak_bytes / 2**20:.2f} MiB",
+                         "verdict": verdict(bool(r["q3"] < 1), "yes",
+                                            "no" if r["q1"] > 1 else "no (within noise)"),
+                         "kind": "measured"})
         else:
-            rows.append({"claim": "(ours) msm on measured costs vs torch.utils.checkpoint at "
-                                  "equal memory", "paper": "—",
-                         "ours": "no msm-measured point at or below torch-checkpoint's peak",
+            rows.append({"claim": f"(ours) msm on measured costs vs {ref_label} at equal "
+                                  "memory", "paper": "—",
+                         "ours": f"no msm-measured point at or below {ref_label}'s peak",
                          "verdict": "**not measured**", "kind": "measured"})
-    md.append("### Methods at equal memory\n\n" + eq_md)
-    # predicted vs measured
+    md.append("### Methods at equal memory\n\n" + read_table_md(inputs, "equal_memory"))
+    # predicted vs measured (the prediction is priced by the probe of the same process)
     pl = ok[ok.predicted_peak_bytes.notna() & ok.peak_bytes.notna()]
     if len(pl):
         over = (pl.peak_bytes - pl.predicted_peak_bytes) / 2**20
         tr = (pl.time_median_s / pl.predicted_time_s).dropna()
         md.append("### Predicted against measured\n\n"
                   "![predicted vs measured](../figures/predicted_vs_measured.png)\n\n"
-                  f"Over {len(pl)} plan points, measured peak minus predicted stored states: "
+                  f"Over {len(pl)} plan rows, measured peak minus predicted stored states: "
                   f"{over.min():.2f}–{over.max():.2f} MiB (the working set: gradients, the "
                   "working core, backward temporaries; docs/results-schema.md). Measured time / "
-                  f"predicted time: median {tr.median():.2f} (range {tr.min():.2f}–"
-                  f"{tr.max():.2f}).")
-        ge = ok.grad_error.dropna()
+                  "predicted time (the probe ran in the same process): median "
+                  f"{tr.median():.2f} (range {tr.min():.2f}–{tr.max():.2f}).")
+    ge = ok.grad_error.dropna()
+    if len(ge):
         rows.append({"claim": "(ours) every exact method's gradients equal standard BPTT's",
                      "paper": "exact by construction",
                      "ours": f"max relative error {ge.max():.1e} over {len(ge)} rows",
-                     "verdict": verdict(bool((ge < 1e-4).all()), "yes", "no"),
+                     "verdict": verdict(bool((ge < thr["grad_error_max"]).all()), "yes", "no"),
                      "kind": "measured"})
     return "\n\n".join(md), rows
 

@@ -1,44 +1,57 @@
-"""Table: every method at (or below) torch-checkpoint's measured peak memory, at one length.
+"""Table: every method at (or below) the reference checkpoint's measured peak, at one length.
 
-For each method, the fastest measured point whose peak is <= torch-checkpoint's; a method with
-no such point shows its smallest-peak point, marked "above".
+All rows come from one comparison group (tradeoff_T<T>): times are per-round ratios inside it,
+to the group's baseline and to the reference (the config's ``equal_memory_reference``, e.g.
+torch.utils.checkpoint over fused segments). For each method the point with the lowest median
+ratio among those whose peak is <= the reference's; a method with no such point shows its
+smallest-peak point, marked "above".
 """
 
+import groups
 import pandas as pd
 from pipeline_common import fmt, start, write_tables
+
+COLUMNS = ["method", "point", "peak (MiB)", "peak / ref", "time / baseline",
+           "time / ref", "forward ops", "grad error", "vs ref memory"]
+
+
+def _ratio(x: dict) -> str:
+    return f"{x['median']:.2f} [{x['q1']:.2f}–{x['q3']:.2f}]"
 
 
 def main(smk):
     start(smk)
-    df = pd.read_csv(smk.input.csv, dtype={"budget_requested": str})
-    T = int(smk.params.seq_len)
-    d = df[(df.seq_len == T) & (df.status == "ok") & df.peak_bytes.notna()]
-    ref = d[d.method == "torch-checkpoint"]
+    df = groups.load(smk.input.csv)
+    group = f"tradeoff_T{int(smk.params.seq_len)}"
+    d = df[(df.group == group) & (df.status == "ok") & df.peak_bytes.notna()
+           & df.ratio_median.notna()]
+    ref_label = smk.params.reference
+    ref = d[d.label == ref_label]
     rows = []
     if len(ref):
         r = ref.iloc[0]
         for method, g in d.groupby("method", sort=False):
             fit = g[g.peak_bytes <= r.peak_bytes]
-            p = (fit.sort_values("time_median_s").iloc[0] if len(fit)
+            p = (fit.sort_values("ratio_median").iloc[0] if len(fit)
                  else g.sort_values("peak_bytes").iloc[0])
-            rows.append({"method": method,
-                         "budget": p.budget_requested if pd.notna(p.budget_requested) else "—",
+            rows.append({"method": method, "point": p.label,
                          "peak (MiB)": fmt(p.peak_bytes / 2**20, 2),
-                         "peak / ckpt": fmt(p.peak_bytes / r.peak_bytes, 2),
-                         "time (s)": fmt(p.time_median_s, 3),
-                         "time / ckpt": fmt(p.time_median_s / r.time_median_s, 2),
+                         "peak / ref": fmt(p.peak_bytes / r.peak_bytes, 2),
+                         "time / baseline": f"{p.ratio_median:.2f} [{p.ratio_q1:.2f}–"
+                                            f"{p.ratio_q3:.2f}]",
+                         "time / ref": _ratio(groups.ratio_between(p, r)),
                          "forward ops": fmt(p.forward_ops, 0),
                          "grad error": f"{p.grad_error:.1e}" if pd.notna(p.grad_error) else "—",
-                         "vs ckpt memory": "≤" if p.peak_bytes <= r.peak_bytes else "above"})
-    df_out = pd.DataFrame(rows, columns=["method", "budget", "peak (MiB)", "peak / ckpt",
-                                         "time (s)", "time / ckpt", "forward ops",
-                                         "grad error", "vs ckpt memory"])
-    if len(df_out):
-        df_out["_t"] = pd.to_numeric(df_out["time (s)"], errors="coerce")
-        df_out = df_out.sort_values(["vs ckpt memory", "_t"]).drop(columns="_t")
-    write_tables(df_out, smk.output.md, smk.output.tex,
-                 f"Methods at torch-checkpoint's measured peak memory, T = {T}: the fastest "
-                 "point of each method whose measured peak is at most torch-checkpoint's",
+                         "vs ref memory": "≤" if p.peak_bytes <= r.peak_bytes else "above",
+                         "_t": p.ratio_median})
+    out = pd.DataFrame(rows, columns=[*COLUMNS, "_t"])
+    out = out.sort_values(["vs ref memory", "_t"]).drop(columns="_t")
+    base = d.group_baseline.iloc[0] if len(d) else "?"
+    write_tables(out, smk.output.md, smk.output.tex,
+                 f"Methods at the measured peak memory of {ref_label}, T = "
+                 f"{int(smk.params.seq_len)}, one comparison group ({group}): the fastest "
+                 f"point of each method whose peak is at most the reference's; times are "
+                 f"per-round ratios (median [Q1–Q3]) to {base} and to the reference",
                  "tab:equal-memory")
 
 

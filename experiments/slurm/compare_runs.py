@@ -3,7 +3,7 @@
     python experiments/slurm/compare_runs.py RUN_A RUN_B
 
 Compares every CSV under ``RUN_A/results`` with the same file under ``RUN_B/results``:
-theory CSVs must be identical; measured CSVs (``results/points/*``, ``results/measured.csv``)
+theory CSVs must be identical; measured CSVs (``results/groups/*``, ``results/measured.csv``)
 must agree on every column except the provenance and timing columns
 (``pipeline_common.PROVENANCE_COLUMNS`` and ``TIMING_COLUMNS``), which record where, when
 and how fast a row was made. The theory tables (Markdown and LaTeX) must be identical too.
@@ -41,7 +41,7 @@ def compare(a: Path, b: Path) -> list[str]:
                 problems.append(f"{rel}: tables differ")
             continue
         da, db = pd.read_csv(a / rel), pd.read_csv(b / rel)
-        measured = "points" in rel.parts or rel.name == "measured.csv"
+        measured = "groups" in rel.parts or rel.name == "measured.csv"
         if measured:
             da = da.drop(columns=[c for c in da.columns if c in IGNORED])
             db = db.drop(columns=[c for c in db.columns if c in IGNORED])

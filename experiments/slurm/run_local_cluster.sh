@@ -152,7 +152,7 @@ t0=$SECONDS
     --slurm-init-seconds-before-status-checks 5 \
     --slurm-logdir "$WORK/slurm_logs" --slurm-keep-successful-logs \
     --default-resources slurm_partition=debug runtime=30 mem_mb=1000 cpus_per_task=1 \
-    --set-resources bench_point:mem_mb=1000 bench_point_equal_memory:mem_mb=1000 \
+    --set-resources bench_group:mem_mb=1000 \
         theory_curves:mem_mb=1000 \
     > "$WORK/slurm.log" 2>&1 || { tail -80 "$WORK/slurm.log"; exit 1; }
 log "Slurm run: $((SECONDS - t0)) s"

@@ -17,6 +17,8 @@ from .methods import (
     Infeasible,
     Method,
     get_method,
+    make_method,
+    parse_method_spec,
     probe_report,
     working_set_bytes,
 )
@@ -29,6 +31,6 @@ from .workload import Workload, WorkloadConfig, make_workload
 __all__ = [
     "BenchConfig", "COLUMNS", "Infeasible", "LiveBytesTracker", "METHODS", "Method",
     "TimingResult", "Workload", "WorkloadConfig", "cuda_peak", "get_method", "grad_error",
-    "make_workload", "measure_rss", "probe_report", "provenance", "read_rows", "run_point",
+    "make_method", "make_workload", "measure_rss", "parse_method_spec", "probe_report", "provenance", "read_rows", "run_point",
     "time_interleaved", "track_peak", "tracked_peak", "working_set_bytes", "write_rows",
 ]

@@ -9,7 +9,13 @@
    (``peak_bytes``), then on CUDA one more without the tracker for ``cuda_peak_bytes``;
 4. RSS pass: one fresh subprocess per method (``rss_peak_bytes``, ``rss_baseline_bytes``; see
    :mod:`membptt.measure.rss`);
-5. timing: ``warmup`` untimed rounds, then ``repeats`` rounds, methods interleaved.
+5. timing: ``warmup`` untimed rounds, then ``repeats`` rounds, methods interleaved;
+6. the comparison group: every row gets ``group`` (``BenchConfig.group``) and
+   ``group_baseline`` (``BenchConfig.baseline``, default the first method), and every timed
+   method the per-round ratios of its time to the baseline's (``ratio_median``, ``ratio_q1``,
+   ``ratio_q3``, ``ratio_samples``): round ``r`` of both ran in one interleaved sweep, so a
+   ratio never divides numbers taken at different times. Compare methods only through these
+   ratios (or through ``time_samples_s`` of two rows of one group, round by round).
 
 A failing method gets ``status`` ``oom`` (out of memory), ``infeasible`` (e.g. a budget below
 the strategy's minimum) or ``error`` (anything else: a bug) and a ``message``; the others go on.
@@ -18,19 +24,20 @@ the strategy's minimum) or ``error`` (anything else: a bug) and a ``message``; t
 from __future__ import annotations
 
 import gc
+import re
 import traceback
 from dataclasses import dataclass, field
 
 import torch
 
 from .memory import cuda_peak, tracked_peak
-from .methods import Infeasible, Method, get_method
+from .methods import Infeasible, Method, get_method, parse_method_spec
 from .rss import measure_rss
 from .timing import time_interleaved
 from .workload import Workload, WorkloadConfig, make_workload
 
-__all__ = ["BenchConfig", "run_point", "grad_error", "classify_exception", "EXIT_OK",
-           "EXIT_ERROR"]
+__all__ = ["BenchConfig", "run_point", "grad_error", "classify_exception", "round_ratios",
+           "ratio_columns", "EXIT_OK", "EXIT_ERROR"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -38,7 +45,7 @@ EXIT_ERROR = 1
 
 @dataclass
 class BenchConfig:
-    methods: list[str]
+    methods: list[str]  # method names or specs "name:key=value:..." (methods.parse_method_spec)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     options: dict = field(default_factory=dict)  # memory, alpha, beta, segments
     repeats: int = 5
@@ -47,6 +54,30 @@ class BenchConfig:
     track_memory: bool = True
     rss: bool = True
     threads: int | None = None
+    group: str | None = None  # comparison group id written in every row
+    baseline: str | None = None  # the spec every method's per-round time ratio divides by
+
+
+def round_ratios(samples: list[float], base: list[float]) -> list[float]:
+    """Per-round time ratios ``samples[r] / base[r]`` of two methods timed in the same rounds.
+
+    Rounds are interleaved (:func:`time_interleaved`), so round ``r`` of both ran within one
+    sweep over the group's methods: a slow spell of the machine hits both. Raises if the two
+    did not run the same number of rounds.
+    """
+    if len(samples) != len(base):
+        raise ValueError(f"ratio of {len(samples)} rounds to {len(base)} rounds: timed in "
+                         "different runs")
+    return [a / b for a, b in zip(samples, base)]
+
+
+def ratio_columns(ratios: list[float]) -> dict:
+    """``ratio_median``, ``ratio_q1``, ``ratio_q3`` and ``ratio_samples`` of per-round ratios."""
+    from .timing import summarize
+
+    t = summarize(ratios)
+    return {"ratio_median": t.median, "ratio_q1": t.q1, "ratio_q3": t.q3,
+            "ratio_samples": " ".join(f"{r:.6g}" for r in ratios)}
 
 
 def classify_exception(exc: BaseException) -> str:
@@ -92,6 +123,8 @@ def grad_error(grads: dict, ref: dict) -> float:
 class _Entry:
     def __init__(self, name: str, method: Method | None):
         self.name = name
+        self.spec = name  # the method spec as given (name plus its own options)
+        self.options: dict = {}
         self.method = method
         self.row: dict = {"method": name, "status": "ok", "message": ""}
 
@@ -104,6 +137,42 @@ class _Entry:
         self.row["message"] = _message(exc)
 
 
+def peak_reference(memory) -> str | None:
+    """``"peak(SPEC)"`` -> ``SPEC`` (a budget equal to that method's measured peak), else None."""
+    if isinstance(memory, str):
+        m = re.fullmatch(r"\s*peak\((.+)\)\s*", memory)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def _prepare(e: _Entry, log) -> None:
+    try:
+        e.method.prepare()
+    except Exception as exc:  # noqa: BLE001 - recorded in the row
+        e.fail(exc)
+    log(f"[bench] prepared {e.spec}: {e.row['status']} {e.row['message']}".rstrip())
+
+
+def _budget_at_peak_of(w: Workload, ref: _Entry) -> str:
+    """``"<bytes>B"``: ``ref``'s measured peak of live tensor bytes, as a byte budget.
+
+    A byte budget bounds the *whole* measured peak of an iteration: the planner subtracts the
+    probed working set (parameter gradients, the working core, transients) and gives the rest
+    to stored states (:mod:`membptt.planning.peak`). So a plan at this budget peaks at or below
+    ``ref``'s measured peak. Raises :class:`Infeasible` when ``ref`` failed.
+    """
+    from .memory import tracked_peak
+
+    if not ref.ok:
+        raise Infeasible(f"the budget is {ref.spec}'s peak, and {ref.spec} did not run: "
+                         f"{ref.row['status']}")
+    w.zero_grad()
+    peak, _, _ = tracked_peak(ref.method.run)
+    w.zero_grad()
+    return f"{int(peak)}B"
+
+
 def _one_iteration(w: Workload, m: Method):
     w.zero_grad()
     return m.run()
@@ -111,32 +180,52 @@ def _one_iteration(w: Workload, m: Method):
 
 def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
     """Measure every method of ``cfg``; return the rows and the exit code (1 if any error)."""
+    if cfg.baseline is not None and cfg.baseline not in cfg.methods:
+        raise ValueError(f"baseline {cfg.baseline!r} is not one of the group's methods "
+                         f"{list(cfg.methods)}")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     wc = cfg.workload
     w = make_workload(wc)
-    base = {"seq_len": wc.seq_len, "hidden": wc.hidden, "input_size": wc.input_size,
-            "classes": wc.classes, "batch": wc.batch, "dtype": wc.dtype, "seed": wc.seed,
-            "param_bytes": w.param_bytes()}
+    base = {"model": wc.model, "seq_len": wc.seq_len, "hidden": wc.hidden,
+            "input_size": wc.input_size, "classes": wc.classes, "batch": wc.batch,
+            "dtype": wc.dtype, "seed": wc.seed, "param_bytes": w.param_bytes()}
     entries: list[_Entry] = []
-    for name in cfg.methods:
+    for spec in cfg.methods:
+        name, own = parse_method_spec(spec)
+        options = {**cfg.options, **own}
         cls = get_method(name)
-        e = _Entry(name, cls(w, cfg.options))
+        e = _Entry(name, cls(w, options))
+        e.spec, e.options = spec, options
+        e.row["label"] = spec
         e.row["exact"] = cls.exact
-        if cls.uses_budget and cfg.options.get("memory") is not None:
-            e.row["budget_requested"] = str(cfg.options["memory"])
+        if cls.uses_budget and options.get("memory") is not None:
+            e.row["budget_requested"] = str(options["memory"])
         entries.append(e)
 
     def healthy():
         return [e for e in entries if e.ok]
 
-    # 1. prepare
+    # 1. prepare (methods whose budget is another method's peak after that method)
+    by_spec = {e.spec: e for e in entries}
+    deferred = []
     for e in entries:
+        ref = peak_reference(e.options.get("memory"))
+        if ref is not None:
+            if ref not in by_spec or peak_reference(by_spec[ref].options.get("memory")):
+                raise ValueError(f"{e.spec}: memory=peak({ref}) needs {ref!r} among the "
+                                 f"group's methods {list(by_spec)} (with a budget of its own)")
+            deferred.append((e, by_spec[ref]))
+            continue
+        _prepare(e, log)
+    for e, ref in deferred:
         try:
-            e.method.prepare()
+            e.method.options["memory"] = _budget_at_peak_of(w, ref)
         except Exception as exc:  # noqa: BLE001 - recorded in the row
             e.fail(exc)
-        log(f"[bench] prepared {e.name}: {e.row['status']} {e.row['message']}".rstrip())
+            log(f"[bench] prepared {e.spec}: {e.row['status']} {e.row['message']}")
+            continue
+        _prepare(e, log)
 
     # 2. gradient check against `full` on the same batch
     if cfg.grad_check and healthy():
@@ -155,7 +244,7 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
         w.zero_grad()
         gc.collect()
         log("[bench] grad errors: " + ", ".join(
-            f"{e.name}={e.row.get('grad_error', float('nan')):.2e}" for e in healthy()))
+            f"{e.spec}={e.row.get('grad_error', float('nan')):.2e}" for e in healthy()))
 
     # 3. memory pass (tracker; CUDA allocator)
     if cfg.track_memory:
@@ -174,12 +263,12 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
             w.zero_grad()
             gc.collect()
         log("[bench] tracked peaks: " + ", ".join(
-            f"{e.name}={e.row.get('peak_bytes', 0) / 2**20:.1f}MiB" for e in healthy()))
+            f"{e.spec}={e.row.get('peak_bytes', 0) / 2**20:.1f}MiB" for e in healthy()))
 
     # 4. RSS in fresh processes
     if cfg.rss:
         for e in healthy():
-            job = {"workload": wc.to_dict(), "method": e.name, "options": cfg.options,
+            job = {"workload": wc.to_dict(), "method": e.name, "options": e.method.options,
                    "threads": cfg.threads or torch.get_num_threads()}
             try:
                 res = measure_rss(job)
@@ -196,20 +285,36 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
     live = healthy()
     if live and cfg.repeats > 0:
         try:
-            res = time_interleaved({e.name: e.method.run for e in live}, repeats=cfg.repeats,
+            res = time_interleaved({e.spec: e.method.run for e in live}, repeats=cfg.repeats,
                                    warmup=cfg.warmup, device=w.device, before=w.zero_grad)
             for e in live:
-                e.row.update(res[e.name].as_row())
+                e.row.update(res[e.spec].as_row())
+                e.row["time_samples"] = list(res[e.spec].samples)
         except Exception as exc:  # noqa: BLE001 - which one failed is unknown: rerun alone
             for e in live:
                 try:
-                    r = time_interleaved({e.name: e.method.run}, repeats=cfg.repeats,
+                    r = time_interleaved({e.spec: e.method.run}, repeats=cfg.repeats,
                                          warmup=cfg.warmup, device=w.device, before=w.zero_grad)
-                    e.row.update(r[e.name].as_row())
+                    e.row.update(r[e.spec].as_row())  # alone: no shared rounds, no ratio
                 except Exception as exc2:  # noqa: BLE001
                     e.fail(exc2)
             del exc
     w.zero_grad()
+
+    # 6. the group: every row names it and its baseline; per-round ratios to the baseline
+    base_spec = cfg.baseline if cfg.baseline is not None else (cfg.methods[0] if cfg.methods
+                                                                 else None)
+    base_entry = next((e for e in entries if e.spec == base_spec), None)
+    base_samples = (base_entry.row.get("time_samples") if base_entry is not None and base_entry.ok
+                    else None)
+    for e in entries:
+        e.row["group"] = cfg.group
+        e.row["group_baseline"] = base_spec
+        samples = e.row.pop("time_samples", None)
+        if e.ok and samples and base_samples:
+            e.row.update(ratio_columns(round_ratios(samples, base_samples)))
+    if base_entry is not None and base_entry.ok and base_samples is None and cfg.repeats > 0:
+        log(f"[bench] baseline {base_spec} has no timing: no ratios")
 
     rows = []
     for e in entries:

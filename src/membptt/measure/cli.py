@@ -6,8 +6,10 @@ runnable as ``python -m membptt.measure.cli``. Example::
     membptt bench --method msm --seq-len 1000 --memory 5% --hidden 256 --batch 64 \\
         --device cpu --repeats 5 --out results/points/msm-1000-5pct.csv
 
-Several methods (``--method full,torch-checkpoint,msm-measured``) are measured in one process
-with interleaved timing and written as one row each. Exit status: 0 when every row is ``ok``,
+Several methods (``--method full,torch-checkpoint-fused:segments=8,msm-measured``) are measured
+in one process with interleaved timing and written as one row each: a *comparison group*
+(``--group``); every row has the per-round time ratio to the group's baseline (``--baseline``,
+default the first method). Exit status: 0 when every row is ``ok``,
 ``oom`` or ``infeasible`` (results, not crashes); 1 when a method raised an error (a bug; its
 row still says ``status=error`` and the message); 2 for invalid arguments.
 """
@@ -28,8 +30,8 @@ def _methods_help() -> str:
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--method", "-m", required=True,
-                   help="method name, or several separated by commas; one of: "
-                   + _methods_help())
+                   help="method name, or several separated by commas, each optionally with "
+                   "its own options (name:segments=8:memory=5%%); one of: " + _methods_help())
     p.add_argument("--seq-len", "-T", type=int, default=100, help="sequence length T")
     p.add_argument("--memory", default=None,
                    help="budget for plan methods: hidden-state units (250), bytes ('512MiB') "
@@ -40,7 +42,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None,
                    help="override beta (default: from probed state sizes)")
     p.add_argument("--segments", type=int, default=None,
-                   help="torch-checkpoint segments (default round(sqrt(T)))")
+                   help="segments of the torch-checkpoint* methods (default round(sqrt(T)));"
+                   " per method: --method torch-checkpoint-fused:segments=8")
+    p.add_argument("--model", default="lstm",
+                   help="workload model from membptt.models.registry (lstm, gru, ...)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--classes", type=int, default=256, help="output classes of the head")
@@ -57,6 +62,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="skip the live-tensor memory pass")
     p.add_argument("--no-rss", dest="rss", action="store_false",
                    help="skip the RSS pass in a fresh subprocess")
+    p.add_argument("--group", default=None,
+                   help="comparison group id written in every row (default: host:time:pid)")
+    p.add_argument("--baseline", default=None,
+                   help="the method (spec as given to --method) every per-round time ratio "
+                   "divides by (default: the first method)")
     p.add_argument("--out", "-o", default=None, help="CSV to write (atomically)")
     p.add_argument("--quiet", "-q", action="store_true")
     return p
@@ -82,14 +92,15 @@ def _fmt(v, scale=1.0, spec=".3f") -> str:
 
 
 def _print_table(rows: list[dict]) -> None:
-    head = (f"{'method':<18} {'status':<10} {'time_med_s':>10} {'iqr_s':>8} {'peak_MiB':>9} "
+    width = max([18] + [len(str(r.get("label") or r["method"])) for r in rows])
+    head = (f"{'method':<{width}} {'status':<10} {'time_med_s':>10} {'iqr_s':>8} {'peak_MiB':>9} "
             f"{'pred_MiB':>9} {'rss_MiB':>8} {'fwd_ops':>7} {'grad_err':>9}")
     print(head)
     for r in rows:
         rss = None
         if r.get("rss_peak_bytes") not in (None, "") and r.get("rss_baseline_bytes"):
             rss = r["rss_peak_bytes"] - r["rss_baseline_bytes"]
-        print(f"{r['method']:<18} {r['status']:<10} {_fmt(r.get('time_median_s')):>10} "
+        print(f"{str(r.get('label') or r['method']):<{width}} {r['status']:<10} {_fmt(r.get('time_median_s')):>10} "
               f"{_fmt(r.get('time_iqr_s')):>8} {_fmt(r.get('peak_bytes'), 2**20, '.2f'):>9} "
               f"{_fmt(r.get('predicted_peak_bytes'), 2**20, '.2f'):>9} "
               f"{_fmt(rss, 2**20, '.1f'):>8} {_fmt(r.get('forward_ops'), 1, '.0f'):>7} "
@@ -106,10 +117,24 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from .workload import WorkloadConfig
 
     methods = [m.strip() for m in str(args.method).split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m.split(":", 1)[0].strip() not in METHODS]
     if not methods or bad:
         print(f"membptt bench: unknown method(s) {bad or methods}; valid: {', '.join(METHODS)}",
               file=sys.stderr)
+        return 2
+    from .methods import parse_method_spec
+
+    for m in methods:
+        try:
+            parse_method_spec(m)
+        except ValueError as e:
+            print(f"membptt bench: --method: {e}", file=sys.stderr)
+            return 2
+    from ..models.registry import MODELS
+
+    if args.model not in MODELS:
+        print(f"membptt bench: --model: unknown model {args.model!r}; valid: "
+              f"{', '.join(MODELS)}", file=sys.stderr)
         return 2
     for name in ("seq_len", "hidden", "input_size", "classes", "batch"):
         if getattr(args, name) < 1:
@@ -132,13 +157,30 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             memory = int(str(memory).strip())
     options = {"memory": memory, "alpha": args.alpha, "beta": args.beta,
                "segments": args.segments}
-    wc = WorkloadConfig(seq_len=args.seq_len, hidden=args.hidden, batch=args.batch,
+    wc = WorkloadConfig(seq_len=args.seq_len, model=args.model, hidden=args.hidden, batch=args.batch,
                         input_size=args.input_size, classes=args.classes, device=args.device,
                         dtype=args.dtype, seed=args.seed)
+    if args.baseline is not None and args.baseline not in methods:
+        print(f"membptt bench: --baseline {args.baseline!r} is not one of the methods "
+              f"{methods}", file=sys.stderr)
+        return 2
+    group = args.group
+    if group is None:
+        import datetime
+        import os
+        import socket
+
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        group = f"{socket.gethostname()}:{now}:{os.getpid()}"
     cfg = BenchConfig(methods=methods, workload=wc, options=options, repeats=args.repeats,
                       warmup=args.warmup, grad_check=args.grad_check,
-                      track_memory=args.track_memory, rss=args.rss, threads=args.threads)
+                      track_memory=args.track_memory, rss=args.rss, threads=args.threads,
+                      group=group, baseline=args.baseline)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if args.threads:  # before provenance, which records the thread count
+        import torch
+
+        torch.set_num_threads(int(args.threads))
     prov = provenance(args.device, argv)
     try:
         rows, code = run_point(cfg, log=log)
@@ -146,8 +188,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from .bench import _message, classify_exception
 
         status = classify_exception(exc)
-        rows = [{"method": m, "status": status, "message": _message(exc),
-                 "seq_len": args.seq_len, "hidden": args.hidden, "batch": args.batch}
+        rows = [{"method": m.split(":", 1)[0].strip(), "label": m, "group": group,
+                 "group_baseline": args.baseline or methods[0], "status": status,
+                 "message": _message(exc), "seq_len": args.seq_len, "hidden": args.hidden,
+                 "batch": args.batch, "model": args.model}
                 for m in methods]
         code = 0 if status in ("oom", "infeasible") else 1
     rows = [{**r, **prov} for r in rows]

@@ -8,15 +8,24 @@ A method is one class and one line in :data:`METHODS`. The interface::
     m.info()          # dict of CSV columns this method knows (forward_ops, budget, predictions)
 
 ``run`` does not zero gradients (the harness sets ``.grad = None`` before each iteration).
+A method never unpacks the state: it steps through any structure the workload's model uses
+(:mod:`membptt.models.registry`). A method spec ``name:key=value:...`` (e.g.
+``torch-checkpoint-fused:segments=8``, ``msm:memory=5%``) names a method with its own options
+(:func:`parse_method_spec`, :func:`make_method`), so one comparison group can sweep them.
 
 Methods:
 
-* ``full``: standard BPTT, the stepped ``nn.LSTMCell`` loop under plain autograd (the paper's
-  baseline with the same cell as ours);
-* ``full-fused``: standard BPTT with the fused ``nn.LSTM`` kernel over the whole sequence, on
-  the same weights (the fastest thing a PyTorch user has; keeps more activations);
-* ``torch-checkpoint``: ``torch.utils.checkpoint`` (non-reentrant) over ``round(sqrt(T))``
-  balanced segments of the stepped loop (what a PyTorch user writes today);
+* ``full``: standard BPTT, the stepped cell loop (``nn.LSTMCell``/``nn.GRUCell``) under plain
+  autograd (the paper's baseline with the same cell as ours);
+* ``full-fused``: standard BPTT with one fused call (``nn.LSTM``/``nn.GRU``, the model
+  registry's ``segment``) over the whole sequence, on the same weights (the fastest thing a
+  PyTorch user has; keeps the fused kernel's activations);
+* ``torch-checkpoint`` / ``torch-checkpoint-reentrant``: ``torch.utils.checkpoint``
+  (``use_reentrant=False`` / ``True``) over ``segments`` balanced segments (option; default
+  ``round(sqrt(T))``) of the stepped loop;
+* ``torch-checkpoint-fused`` / ``torch-checkpoint-fused-reentrant``: the same over fused
+  segments (each one fused call with graph + head + per-step loss): what a PyTorch user with
+  long sequences writes;
 * ``chen``, ``chen-recursive``, ``hsm``, ``ism``, ``msm``: the planning core's strategies run
   by the executor (``membptt.bptt``) on *probed state sizes* and the paper's unit times
   (forward 1, backward 2), i.e. the paper's algorithms on real byte sizes; ``full-plan`` is
@@ -34,7 +43,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .workload import Workload
 
-__all__ = ["Method", "METHODS", "get_method", "Infeasible"]
+__all__ = ["Method", "METHODS", "get_method", "Infeasible", "make_method", "parse_method_spec",
+           "OPTION_KEYS"]
 
 
 class Infeasible(Exception):
@@ -75,25 +85,53 @@ class _Counter:
         return self.step(state, x_t)
 
 
-def _run_steps(step, state, xs, a: int, b: int):
-    """Steps a..b-1 (0-based) of the stepped loop with graph; returns state and summed loss."""
-    x, y = xs
+def _time_slice(inputs, a: int, b: int):
+    """``inputs`` (a tensor or a pytree of tensors, time on dim 0) restricted to steps a..b-1."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t[a:b] if isinstance(t, torch.Tensor) else t, inputs)
+
+
+def _time_steps(inputs, n: int):
+    """The ``n`` per-step inputs ``x_t`` of ``inputs`` (index dim 0 of every tensor leaf)."""
+    from torch.utils._pytree import tree_map
+
+    if isinstance(inputs, torch.Tensor):
+        return list(inputs[:n].unbind(0))
+    if isinstance(inputs, tuple) and all(isinstance(t, torch.Tensor) for t in inputs):
+        return list(zip(*[t[:n].unbind(0) for t in inputs]))
+    return [tree_map(lambda t, i=i: t[i] if isinstance(t, torch.Tensor) else t, inputs)
+            for i in range(n)]
+
+
+def _seq_len(inputs) -> int:
+    from torch.utils._pytree import tree_leaves
+
+    return next(t.shape[0] for t in tree_leaves(inputs) if isinstance(t, torch.Tensor))
+
+
+def _run_steps(step, state, xs):
+    """Every step of ``xs`` (time on dim 0) with graph; returns the state and the summed loss.
+
+    The state is passed through untouched: any structure the step accepts works.
+    """
     total = None
-    for t in range(a, b):
-        state, loss = step(state, (x[t], y[t]))
+    for x_t in _time_steps(xs, _seq_len(xs)):
+        state, loss = step(state, x_t)
         total = loss if total is None else total + loss
     return state, total
 
 
 class Full(Method):
+    """Standard BPTT: the stepped loop under plain autograd (every step's graph kept)."""
+
     name = "full"
 
     def prepare(self):
         self._step = _Counter(self.w.step)
 
     def run(self):
-        T = self.w.config.seq_len
-        _, loss = _run_steps(self._step, self.w.state0, self.w.inputs, 0, T)
+        _, loss = _run_steps(self._step, self.w.state0, self.w.inputs)
         loss.backward()
         return loss.detach()
 
@@ -102,8 +140,21 @@ class Full(Method):
         return {"forward_ops": T, "backward_ops": T}
 
 
+def _require_segment(w: Workload, method: str) -> None:
+    """Fused methods need the model's fused segment: :class:`Infeasible` without one."""
+    if not w.has_segment:
+        model = w.entry.name if w.entry is not None else type(w.model).__name__
+        raise Infeasible(f"{method} needs a fused segment, and model {model!r} has none "
+                         "(its registry entry's `segment` is None)")
+
+
 class FullFused(Method):
+    """Standard BPTT with one fused call over the whole sequence (the model's ``segment``)."""
+
     name = "full-fused"
+
+    def prepare(self):
+        _require_segment(self.w, self.name)
 
     def run(self):
         loss = self.w.fused_loss()
@@ -112,50 +163,119 @@ class FullFused(Method):
 
     def info(self):
         T = self.w.config.seq_len
-        return {"forward_ops": T, "backward_ops": T, "params": "fused nn.LSTM kernel"}
+        return {"forward_ops": T, "backward_ops": T, "params": "fused"}
 
 
 def balanced_segments(t: int, k: int) -> list[int]:
+    """``k`` segment lengths summing to ``t``, differing by at most one (shorter first)."""
+    if not isinstance(t, int) or t < 1 or not isinstance(k, int) or not 1 <= k <= t:
+        raise ValueError(f"need integers 1 <= k <= t, got t={t!r}, k={k!r}")
     q, r = divmod(t, k)
     return [q] * (k - r) + [q + 1] * r
 
 
+def segment_count(options: dict, seq_len: int) -> int:
+    """The ``segments`` option (default ``round(sqrt(T))``), checked: an integer in 1..T."""
+    k = options.get("segments")
+    if k is None:
+        return max(1, round(math.sqrt(seq_len)))
+    if isinstance(k, str) and k.strip().isdigit():
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= seq_len:
+        raise ValueError(f"segments must be an integer from 1 to the sequence length "
+                         f"{seq_len}, got {k!r}")
+    return k
+
+
 class TorchCheckpoint(Method):
-    """``torch.utils.checkpoint(use_reentrant=False)`` over ``segments`` (default round(sqrt T))."""
+    """``torch.utils.checkpoint`` over ``segments`` balanced segments (default round(sqrt T)).
+
+    Each segment is checkpointed as one function of the state's tensors (flattened with
+    ``torch.utils._pytree``, so any state structure works) and the segment's inputs; it returns
+    the new state's tensors and the segment's summed loss. Subclasses choose:
+
+    * ``fused``: ``False`` runs the stepped cell loop in the segment; ``True`` runs one fused
+      call with graph (the model's ``segment``: ``nn.LSTM``/``nn.GRU``, head, per-step loss),
+      what a PyTorch user with long sequences writes;
+    * ``reentrant``: ``use_reentrant`` of ``torch.utils.checkpoint``. The reentrant mode needs a
+      segment input that requires grad, else the segment's parameter gradients are silently
+      dropped: the first segment gets a detached copy of ``state0`` that requires grad (the
+      usual workaround; its gradient is computed and discarded).
+
+    ``forward_ops`` counts the steps actually evaluated during the last ``run`` (first sweep
+    plus recomputation: ``2T``). Memory: about ``K`` stored states plus one segment's
+    activations (``T/K`` steps; for fused segments the fused kernel's, which are smaller
+    and faster than the stepped loop's).
+    """
 
     name = "torch-checkpoint"
+    fused = False
+    reentrant = False
 
     def prepare(self):
+        if self.fused:
+            _require_segment(self.w, self.name)
         T = self.w.config.seq_len
-        k = self.options.get("segments") or max(1, round(math.sqrt(T)))
-        self.segments = balanced_segments(T, min(int(k), T))
-        self._step = _Counter(self.w.step)
+        self.segments = balanced_segments(T, segment_count(self.options, T))
+        self._steps = 0
 
-    def _segment(self, h, c, x, y):
-        (h, c), loss = _run_steps(self._step, (h, c), (x, y), 0, x.shape[0])
-        return h, c, loss
+    def _segment_fn(self, spec, n_state):
+        from torch.utils._pytree import tree_flatten, tree_unflatten
+
+        def fn(*args):
+            state = tree_unflatten(list(args[:n_state]), spec)
+            xs = args[n_state]
+            if self.fused:
+                self._steps += _seq_len(xs)  # counted before: a recomputation may stop early
+                new, loss = self.w.segment(state, xs)
+            else:
+                new, loss = _run_steps(self._count_step, state, xs)
+            leaves, new_spec = tree_flatten(new)
+            if new_spec != spec:
+                raise ValueError(f"the step changed the state's structure: {spec} -> {new_spec}")
+            return (*leaves, loss)
+
+        return fn
+
+    def _count_step(self, state, x_t):
+        self._steps += 1
+        return self.w.step(state, x_t)
 
     def run(self):
-        h, c = self.w.state0
-        x, y = self.w.inputs
+        from torch.utils._pytree import tree_flatten
+
+        leaves, spec = tree_flatten(self.w.state0)
+        if self.reentrant:
+            leaves = [t.detach().requires_grad_() if t.is_floating_point() else t
+                      for t in leaves]
+        fn = self._segment_fn(spec, len(leaves))
         total = None
         a = 0
-        self._step.calls = 0
+        self._steps = 0
         for s in self.segments:
-            h, c, loss = checkpoint(self._segment, h, c, x[a:a + s], y[a:a + s],
-                                    use_reentrant=False)
+            xs = _time_slice(self.w.inputs, a, a + s)
+            out = checkpoint(fn, *leaves, xs, use_reentrant=self.reentrant)
+            leaves, loss = list(out[:-1]), out[-1]
             total = loss if total is None else total + loss
             a += s
         total.backward()
-        self._calls = self._step.calls
+        self._calls = self._steps
         return total.detach()
 
     def info(self):
         T = self.w.config.seq_len
-        d = {"backward_ops": T, "params": f"segments={len(self.segments)}"}
-        # forward evaluations counted during the last run (first sweep + recomputation)
+        d = {"backward_ops": T,
+             "params": (f"segments={len(self.segments)} fused={str(self.fused).lower()} "
+                        f"reentrant={str(self.reentrant).lower()}")}
+        # steps evaluated during the last run (first sweep + recomputation)
         d["forward_ops"] = getattr(self, "_calls", 2 * T)
         return d
+
+
+def _checkpoint_method(name: str, fused: bool, reentrant: bool) -> type[TorchCheckpoint]:
+    cls_name = "Checkpoint_" + name.replace("-", "_")
+    return type(cls_name, (TorchCheckpoint,), {"name": name, "fused": fused,
+                                               "reentrant": reentrant})
 
 
 def probe_report(w: Workload):
@@ -265,17 +385,18 @@ class PlanMethod(Method):
         self.report = probe_report(self.w)
         self.probed = self.report.costs
         costs = self.probed
-        if not self.measured:
-            costs = costs.with_(run_fixed=0.0, run_per_step=1.0, forward_graph=1.0, backward=2.0)
         kw = {k: self.options[k] for k in ("alpha", "beta") if self.options.get(k) is not None}
+        if not self.measured:
+            # the paper's algorithm: stepped execution priced at unit times (forward 1,
+            # backward 2) on the probed state sizes; no fused blocks
+            costs = costs.with_(run_fixed=0.0, run_per_step=1.0, forward_graph=1.0, backward=2.0,
+                                segments=None)
         memory = None if self.ignores_budget else self.options.get("memory")
         try:
             self.plan = membptt.plan(self.strategy, self.w.config.seq_len, memory,
                                      costs=costs, **kw)
-        except ValueError as e:
-            if "below the minimum" in str(e):
-                raise Infeasible(str(e)) from e
-            raise
+        except membptt.BudgetTooSmall as e:
+            raise Infeasible(str(e)) from e
         # the same plan priced by the probed (measured) costs: predicted seconds
         self.sim_measured = simulate_ops(
             self.plan.ops, self.plan.seq_len, alpha=self.plan.alpha or 1, beta=self.plan.beta,
@@ -304,6 +425,8 @@ class PlanMethod(Method):
             "graph_forwards": p.graph_forwards,
             "predicted_peak_units": p.peak_memory,
             "predicted_peak_bytes": p.peak_bytes,
+            "predicted_total_peak_bytes": p.predicted_peak_bytes,
+            "block": p.block,
             "predicted_cost": p.predicted_cost,
             "predicted_time_s": self.sim_measured.predicted_cost,
             "working_set_bytes": working_set_bytes(self.w, self.plan),
@@ -333,6 +456,10 @@ METHODS: dict[str, type[Method]] = {
     "full": Full,
     "full-fused": FullFused,
     "torch-checkpoint": TorchCheckpoint,
+    "torch-checkpoint-reentrant": _checkpoint_method("torch-checkpoint-reentrant", False, True),
+    "torch-checkpoint-fused": _checkpoint_method("torch-checkpoint-fused", True, False),
+    "torch-checkpoint-fused-reentrant": _checkpoint_method("torch-checkpoint-fused-reentrant",
+                                                           True, True),
     "full-plan": type("Plan_full", (PlanMethod,), {"name": "full-plan", "strategy": "full",
                                                    "uses_budget": False,
                                                    "ignores_budget": True}),
@@ -351,3 +478,62 @@ def get_method(name: str) -> type[Method]:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+OPTION_KEYS = ("memory", "alpha", "beta", "segments")
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """``"name:key=value:..."`` -> ``(name, options)``; keys from :data:`OPTION_KEYS`.
+
+    ``segments`` becomes an int, ``alpha``/``beta`` floats, ``memory`` stays a string (units,
+    bytes such as ``512MiB``, a percentage such as ``5%``, checked by the planner; or
+    ``peak(SPEC)``: the measured peak of the group's method ``SPEC``, resolved by
+    :func:`membptt.measure.bench.run_point`). Commas are not allowed (the CLI separates methods
+    with them).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a method spec must be a non-empty string, got {spec!r}")
+    if "," in spec:
+        raise ValueError(f"a method spec cannot contain ',' (it separates methods): {spec!r}")
+    name, *parts = [p.strip() for p in _split_top(spec.strip(), ":")]
+    get_method(name)
+    options: dict = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in OPTION_KEYS or not value:
+            raise ValueError(f"bad option {part!r} in method spec {spec!r}: expected key=value "
+                             f"with key one of {', '.join(OPTION_KEYS)}")
+        try:
+            options[key] = (int(value) if key == "segments" else
+                            float(value) if key in ("alpha", "beta") else value)
+        except ValueError:
+            kind = "an integer" if key == "segments" else "a number"
+            raise ValueError(f"option {key} in method spec {spec!r} must be {kind}, got "
+                             f"{value!r}") from None
+    return name, options
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` at ``sep`` outside parentheses (``memory=peak(name:segments=4)``)."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def make_method(spec: str, workload: Workload, options: dict | None = None) -> Method:
+    """The method of ``spec`` on ``workload``; the spec's own options override ``options``."""
+    name, own = parse_method_spec(spec)
+    merged = {**(options or {}), **own}
+    return get_method(name)(workload, merged)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import math
 import os
 import platform
@@ -20,12 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["COLUMNS", "provenance", "write_rows", "read_rows"]
+__all__ = ["COLUMNS", "provenance", "write_rows", "read_rows", "atomic_write_text", "cpu_model",
+           "git"]
 
 COLUMNS: tuple[str, ...] = (
     # what was run
-    "method", "strategy", "cost_model", "params", "exact",
-    "seq_len", "hidden", "input_size", "classes", "batch", "dtype", "seed",
+    "method", "label", "strategy", "cost_model", "params", "exact",
+    "model", "seq_len", "hidden", "input_size", "classes", "batch", "dtype", "seed",
     "alpha", "beta", "budget_requested", "budget_units", "budget_bytes",
     "forward_ops", "backward_ops", "graph_forwards",
     # predictions (plan methods)
@@ -36,6 +38,8 @@ COLUMNS: tuple[str, ...] = (
     # time
     "time_median_s", "time_iqr_s", "time_q1_s", "time_q3_s", "time_min_s", "repeats", "warmup",
     "time_samples_s",
+    # the comparison group (one process, interleaved rounds) and per-round ratios to its baseline
+    "group", "group_baseline", "ratio_median", "ratio_q1", "ratio_q3", "ratio_samples",
     # memory
     "peak_bytes", "grad_bytes", "param_bytes", "cuda_peak_bytes", "rss_peak_bytes",
     "rss_baseline_bytes",
@@ -49,7 +53,8 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -60,7 +65,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git(args: list[str]) -> str | None:
+def git(args: list[str]) -> str | None:
+    """``git <args>`` in this package's checkout; its stdout, or None outside a checkout."""
     here = Path(__file__).resolve().parent
     try:
         r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
@@ -79,9 +85,9 @@ def provenance(device: str = "cpu", argv: list[str] | None = None) -> dict:
     if dev.type == "cuda" and torch.cuda.is_available():
         model = torch.cuda.get_device_name(dev)
     else:
-        model = _cpu_model()
-    commit = _git(["rev-parse", "HEAD"]) or "unknown"
-    status = _git(["status", "--porcelain", "--untracked-files=no"])
+        model = cpu_model()
+    commit = git(["rev-parse", "HEAD"]) or "unknown"
+    status = git(["status", "--porcelain", "--untracked-files=no"])
     argv = sys.argv if argv is None else argv
     return {
         "device": str(dev),
@@ -108,24 +114,16 @@ def _cell(v) -> str:
     return str(v)
 
 
-def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
-    """Write ``rows`` to ``path`` atomically (temp file in the same directory, then rename).
-
-    Unknown keys raise ``KeyError`` (the schema is the contract with the pipeline).
-    """
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same directory, flushed
+    and fsynced, then renamed over the target. The one atomic writer of the project (the
+    pipeline's scripts use it too: ``experiments/scripts/pipeline_common.py``)."""
     path = Path(path)
-    for r in rows:
-        extra = set(r) - set(COLUMNS)
-        if extra:
-            raise KeyError(f"row has columns not in the schema: {sorted(extra)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(COLUMNS)
-            for r in rows:
-                w.writerow([_cell(r.get(c)) for c in COLUMNS])
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -136,6 +134,23 @@ def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
             pass
         raise
     return path
+
+
+def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write ``rows`` to ``path`` atomically (:func:`atomic_write_text`).
+
+    Unknown keys raise ``KeyError`` (the schema is the contract with the pipeline).
+    """
+    for r in rows:
+        extra = set(r) - set(COLUMNS)
+        if extra:
+            raise KeyError(f"row has columns not in the schema: {sorted(extra)}")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in COLUMNS])
+    return atomic_write_text(path, buf.getvalue())
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:

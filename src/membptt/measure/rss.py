@@ -66,13 +66,13 @@ def measure_rss(job: dict, timeout: float = 3600.0) -> dict:
 def _child(job: dict) -> dict:
     import torch
 
-    from .methods import get_method
+    from .methods import make_method
     from .workload import WorkloadConfig, make_workload
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
     w = make_workload(WorkloadConfig(**job["workload"]))
-    m = get_method(job["method"])(w, job.get("options") or {})
+    m = make_method(job["method"], w, job.get("options") or {})
     m.prepare()
     w.zero_grad()
     gc.collect()

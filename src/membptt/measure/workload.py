@@ -1,15 +1,19 @@
-"""The benchmark workload: one LSTM step function, its data and its parameters.
+"""The benchmark workload: one model's step function, its data and its parameters.
 
 Every benchmark method trains *the same* model on *the same* batch, so that times, peaks and
-gradients are comparable. The paper's setup (PAPER.md section 6) is an LSTM with 256 inputs and
-256 hidden units, batch 64. The model is the project's own
-:class:`membptt.models.LSTMLanguageModel` (token ids through an ``nn.Embedding`` of
-``input_size``, ``nn.LSTMCell``, linear head, per-step cross-entropy summed over the batch; no
-dropout) on :func:`membptt.models.synthetic_task` data (a delayed-copy task over ``classes``
-tokens), the same step the executor runs.
+gradients are comparable. The model is an entry of :data:`membptt.models.registry.MODELS`
+(``lstm``, ``gru``; a new model is one entry), chosen by the ``model`` config key and built
+from the other keys. The paper's setup (PAPER.md section 6) is an LSTM with 256 inputs and 256
+hidden units, batch 64. The shipped models are token embeddings of ``input_size``, the cell,
+a linear head and per-step cross-entropy summed over the batch (no dropout), on
+:func:`membptt.models.synthetic_task` data (a delayed-copy task over ``classes`` tokens): the
+same step the executor runs.
 
-``full-fused`` runs the same parameter tensors through one ``nn.LSTM`` call over the whole
-sequence (see :meth:`Workload.fused_loss`).
+The state ``state0`` is whatever the model's initial state is (a tensor for ``gru``, a tuple
+``(h, c)`` for ``lstm``, any pytree of tensors for a registered model); methods step through it
+without unpacking it. ``full-fused`` and the fused checkpoint baselines run segments of the
+sequence through the entry's ``segment`` (one fused call with graph on the same parameter
+tensors; see :meth:`Workload.segment`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..models import LSTMLanguageModel, synthetic_task
+from ..models.registry import ModelEntry, get_model, state_leaves
 
 __all__ = ["WorkloadConfig", "Workload", "make_workload"]
 
@@ -30,6 +33,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 @dataclass(frozen=True)
 class WorkloadConfig:
     seq_len: int = 100
+    model: str = "lstm"
     hidden: int = 256
     batch: int = 64
     input_size: int = 256
@@ -53,10 +57,9 @@ class WorkloadConfig:
 class Workload:
     config: WorkloadConfig
     model: nn.Module
-    state0: tuple
-    inputs: tuple  # (x [T, B, I], targets [T, B]); time on dim 0
-
-    fused: nn.LSTM | None = None
+    state0: object  # the model's state structure (tensor, tuple, pytree of tensors)
+    inputs: object  # time on dim 0; for the shipped models (x [T, B], targets [T, B])
+    entry: ModelEntry | None = None
 
     def step(self, state, x_t):
         return self.model(state, x_t)
@@ -66,23 +69,26 @@ class Workload:
         """The step object handed to ``membptt.probe`` / ``membptt.bptt`` (the model)."""
         return self.model
 
+    @property
+    def state_leaves(self) -> list[torch.Tensor]:
+        """The tensors of ``state0`` (pytree order)."""
+        return state_leaves(self.state0)
+
+    @property
+    def has_segment(self) -> bool:
+        return self.entry is not None and self.entry.segment is not None
+
+    def segment(self, state, xs):
+        """``len(xs)`` steps from ``state`` in one fused call with graph: ``(state, loss)``."""
+        if not self.has_segment:
+            name = self.entry.name if self.entry is not None else type(self.model).__name__
+            raise ValueError(f"model {name!r} has no fused segment (its registry entry's "
+                             "`segment` is None): fused methods cannot run it")
+        return self.entry.segment(self.model, state, xs)
+
     def fused_loss(self):
-        """Total loss of the whole sequence: one fused ``nn.LSTM`` call, with its graph."""
-        if self.fused is None:
-            cell = self.model.cell
-            lstm = nn.LSTM(cell.input_size, cell.hidden_size).to(cell.weight_hh.device,
-                                                                 cell.weight_hh.dtype)
-            for src, dst in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-                                lstm._flat_weights_names):
-                setattr(lstm, dst, getattr(cell, src))  # share the cell's parameter tensors
-            self.fused = lstm
-        x, y = self.inputs
-        h0, c0 = self.state0
-        emb = self.model.embedding(x)
-        out, _ = self.fused(emb, (h0.unsqueeze(0), c0.unsqueeze(0)))
-        logits = self.model.head(out)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                               reduction="sum")
+        """Total loss of the whole sequence: one fused call over it, with its graph."""
+        return self.segment(self.state0, self.inputs)[1]
 
     def parameters(self):
         return list(self.model.parameters())
@@ -108,12 +114,12 @@ class Workload:
 
 def make_workload(config: WorkloadConfig) -> Workload:
     """Deterministic model and batch for ``config`` (same seed, same everything)."""
+    entry = get_model(config.model)
     dtype, device = config.torch_dtype, torch.device(config.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = LSTMLanguageModel(config.input_size, config.hidden, config.classes, embed=True)
+        model = entry.build(config)
     model = model.to(device, dtype)
-    x, y = synthetic_task(config.seq_len, config.batch, vocab=config.classes, seed=config.seed,
-                          device=device)
-    state0 = model.initial_state(config.batch)
-    return Workload(config, model, tuple(state0), (x, y))
+    inputs = entry.data(config, device)
+    state0 = entry.initial_state(model, config.batch)
+    return Workload(config, model, state0, inputs, entry)
