@@ -43,6 +43,10 @@ def __getattr__(name):  # torch-dependent parts load on first use
     raise AttributeError(f"module 'membptt' has no attribute {name!r}")
 
 
+def __dir__():  # list the lazily loaded names too (tab completion, dir(membptt))
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "STRATEGIES", "UNIT_COSTS", "Backward", "CostModel", "Drop", "Forward", "Plan", "PlanError",
     "SimResult", "bptt", "paper_trace", "plan", "probe", "register", "simulate", "models",

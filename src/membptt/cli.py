@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
 from .planning import STRATEGIES, CostModel, plan
+from .planning.limits import DEFAULT_MAX_OPS, DEFAULT_MAX_TABLE_BYTES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,15 +60,32 @@ def _add_plan_parser(sub) -> None:
     p.add_argument("--costs", default=None, metavar="JSON",
                    help="cost model file (CostModel fields: run_fixed, run_per_step, "
                         "forward_graph, backward, hidden_bytes, internal_bytes, beta_bytes)")
+    p.add_argument("--max-table-mib", type=float, default=None, metavar="MIB",
+                   help="refuse DP tables above this size (default "
+                        f"{DEFAULT_MAX_TABLE_BYTES // 2**20} MiB)")
+    p.add_argument("--max-ops", type=int, default=None,
+                   help=f"refuse plans of more ops than this (default {DEFAULT_MAX_OPS})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")
     p.add_argument("--ops", action="store_true", help="print the ops, one compact token each")
 
 
+def _table_bytes(mib) -> int | None:
+    if mib is None:
+        return None
+    import math
+
+    if not math.isfinite(mib) or mib <= 0 or mib * 2**20 >= 2**63:
+        raise ValueError(f"--max-table-mib must be a positive number of MiB below 2**43, "
+                         f"got {mib!r}")
+    return max(1, int(mib * 2**20))
+
+
 def _run_plan(args) -> int:
     costs = _load_costs(args.costs)
     p = plan(args.strategy, args.seq_len, args.memory, alpha=args.alpha, beta=args.beta,
-             costs=costs)
+             costs=costs, max_table_bytes=_table_bytes(args.max_table_mib),
+             max_ops=args.max_ops)
     if args.json:
         d = p.to_dict(with_ops=args.ops)
         if args.trace:
@@ -118,6 +137,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"membptt: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `membptt plan ... --ops | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141  # what a shell reports for a writer killed by SIGPIPE
     parser.error(f"unknown command {args.command!r}")
     return 2
 
