@@ -110,22 +110,26 @@ def _run_plan(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(bench: bool = True) -> argparse.ArgumentParser:
+    """The ``membptt`` parser; ``bench=False`` leaves out ``bench`` (which imports torch)."""
     parser = _Parser(prog="membptt", description="Memory-efficient backpropagation through time")
     parser.add_argument("--version", action="version", version=f"membptt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_plan_parser(sub)
-    try:
-        from .measure.cli import add_bench_parser
-    except ImportError:  # the measurement module needs torch
-        add_bench_parser = None
+    add_bench_parser = None
+    if bench:
+        try:
+            from .measure.cli import add_bench_parser
+        except ImportError:  # the measurement module needs torch
+            pass
     if add_bench_parser is not None:
         add_bench_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(bench=argv[:1] != ["plan"])  # `plan` never needs torch
     args = parser.parse_args(argv)
     try:
         if args.command == "plan":

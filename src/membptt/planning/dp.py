@@ -160,9 +160,10 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
 
     ``reference=True`` disables the bound-based pruning (full scan of every ``y``); ``use``
     forces ``"c"`` or ``"numpy"``. ``M`` is first clamped to ``family.cap(T)`` (exact: more
-    memory changes nothing); tables above ``max_bytes`` (default
-    :data:`membptt.planning.limits.DEFAULT_MAX_TABLE_BYTES`) are refused with
-    :class:`~membptt.planning.limits.PlanTooLarge` before anything is allocated.
+    memory changes nothing); with ``max_bytes`` given, tables above it are refused with
+    :class:`~membptt.planning.limits.PlanTooLarge` before anything is allocated (this low-level
+    call has no limit by default; :func:`table` and :func:`membptt.plan` apply
+    :data:`membptt.planning.limits.DEFAULT_MAX_TABLE_BYTES`).
     """
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 0:
         raise ValueError(f"T must be an integer >= 0, got {T!r}")
@@ -174,7 +175,8 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
             raise ValueError(f"Family.{name} must be an integer >= 1, got {v!r}")
     T = int(T)
     M = max(1, min(int(M), family.cap(T)))  # Python ints: no overflow before the clamp
-    limits.check_table(T, M, limits.max_table_bytes(max_bytes))
+    limits.check_table(T, M, limits.max_table_bytes(max_bytes) if max_bytes is not None
+                       else limits.table_bytes(T, M))
     use = use or backend()
     if use == "c" and _CORE is None:
         raise RuntimeError("the compiled DP core is not built (reinstall membptt with a C compiler)")

@@ -9,7 +9,7 @@ Two things grow with the problem and are bounded here:
   :data:`DEFAULT_MAX_TABLE_BYTES` (256 MiB);
 * the **op list** of a plan (every strategy): a plan holds at least ``2 T`` ops (one forward and
   one backward per step) and each op costs about :data:`OP_BYTES` bytes of Python objects plus
-  the simulator's pass over it. Limit: ``max_ops``, default :data:`DEFAULT_MAX_OPS` (2^22).
+  the simulator's pass over it. Limit: ``max_ops``, default :data:`DEFAULT_MAX_OPS` (2^21).
 
 With both defaults, ``membptt plan`` answers or refuses any ``seq_len <= 10^6`` within seconds
 and well under 2 GiB of resident memory (measured with ``/usr/bin/time -v``; see
@@ -26,7 +26,7 @@ the limit, so the refusal costs at most ``max_ops`` ops of memory.
 from __future__ import annotations
 
 DEFAULT_MAX_TABLE_BYTES = 256 * 2**20
-DEFAULT_MAX_OPS = 2**22
+DEFAULT_MAX_OPS = 2**21
 TABLE_CELL_BYTES = 21  # cost (float64) + kind (int8) + y (int32) + suffix minima (float64)
 OP_BYTES = 80  # one op object and its list slot, measured on CPython 3.11 (approximate)
 C_LONG_MAX = 2**63 - 1  # the compiled core's integer arguments are C longs

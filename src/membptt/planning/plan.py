@@ -141,7 +141,7 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
         costs: a :class:`CostModel` (``membptt.probe`` measures one); defaults to unit costs,
             under which the DP strategies reproduce the paper's ``C(t, m)``.
         max_table_bytes, max_ops: size limits (None: the defaults of
-            :mod:`membptt.planning.limits`, 256 MiB of DP tables and 2^22 ops); a plan above
+            :mod:`membptt.planning.limits`, 256 MiB of DP tables and 2^21 ops); a plan above
             either is refused with :class:`~membptt.planning.limits.PlanTooLarge` before the
             memory is allocated, saying what it would need.
         **options: the strategy's own options (``Strategy.options``: ``segments`` for chen,

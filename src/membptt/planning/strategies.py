@@ -126,10 +126,21 @@ def emit_from_table(tab: dp.Table, t: int, m: int, *, internal_size=None,
     return ops
 
 
+# Under unit costs, forward counts known before any table is built: exact for HSM and ISM
+# (PAPER.md's closed forms), a lower bound for MSM (storing an internal state of 1 slot where
+# MSM stores a hidden or internal state of >= 1 unit maps every MSM plan with m units to an ISM
+# plan with m slots and no more forwards; tests check C_MSM >= C_ISM on a grid).
+_FORWARDS_AT_LEAST = {"hsm": dp.c_hsm_closed, "ism": dp.c_ism_closed, "msm": dp.c_ism_closed}
+
+
 def _dp_plan(req: Request, family: dp.Family, m: int) -> tuple[list[Op], dict]:
+    unit = req.costs.time_key() == UNIT_COSTS.time_key()  # then C(t, m) is the forward count
+    if unit and family.name in _FORWARDS_AT_LEAST and m >= 1:  # refuse before the DP
+        least = _FORWARDS_AT_LEAST[family.name](req.seq_len, min(m, req.seq_len + 1))
+        req.check_ops(least + req.seq_len, family.name, exact=False)  # drops on top
     tab = dp.table(req.seq_len, m, family, req.costs, max_bytes=req.max_table_bytes)
     cost = tab.cost(req.seq_len, m)
-    if req.costs.time_key() == UNIT_COSTS.time_key():  # C(t, m) is the forward count
+    if unit:
         req.check_ops(int(cost) + req.seq_len, family.name, exact=False)  # drops on top
     ops = emit_from_table(tab, req.seq_len, m, max_ops=limits.max_ops(req.max_ops))
     return ops, {"dp_cost": cost, "dp_memory": m}
