@@ -3,7 +3,11 @@
 The schema (column order) is :data:`COLUMNS`; ``docs/results-schema.md`` documents every column.
 A row is a dict; missing columns are written empty. Files are written to a temporary file in
 the target directory and renamed over the target (``os.replace``), so an interrupted run never
-leaves a half-written CSV.
+leaves a half-written CSV. Only regular files are ever replaced: :func:`check_output_path`
+refuses a directory, FIFO, device or socket (and a place where no file can be created), and
+``membptt bench`` calls it before measuring. A symbolic link is followed (its target is
+replaced, the link stays). The new file gets the mode of the file it replaces, or
+``0o666 & ~umask`` (not ``mkstemp``'s 0600).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import os
 import platform
 import shlex
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["COLUMNS", "provenance", "write_rows", "read_rows"]
+__all__ = ["COLUMNS", "check_output_path", "provenance", "write_rows", "read_rows"]
 
 COLUMNS: tuple[str, ...] = (
     # what was run
@@ -108,17 +113,73 @@ def _cell(v) -> str:
     return str(v)
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _refuse_special(path: Path) -> os.stat_result | None:
+    """The stat of ``path`` if it is a regular file, None if it does not exist; else raise."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ValueError(f"output path {str(path)!r} cannot be examined: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
+        raise ValueError(f"output path {str(path)!r} is {kind}; give a regular file or a new "
+                         "path (results are written atomically: a special file would be "
+                         "replaced)")
+    return st
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can take an atomic write; return the path to replace.
+
+    Refuses (``ValueError``) an empty path, an existing path that is not a regular file, and a
+    directory where no file can be created (tried with a temporary file, removed at once);
+    creates missing parent directories. Follows a symbolic link to its target.
+    """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ValueError(f"output path {path!r} is empty or not a path; give a file name such "
+                         "as results/points/p.csv")
+    target = Path(path)
+    if target.is_symlink():
+        target = target.resolve()
+    _refuse_special(target)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"output path {str(path)!r}: cannot create files in {str(parent)!r}: "
+                         f"{e.strerror or e}") from None
+    return target
+
+
+def _new_file_mode(existing: os.stat_result | None) -> int:
+    if existing is not None:
+        return stat.S_IMODE(existing.st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
     """Write ``rows`` to ``path`` atomically (temp file in the same directory, then rename).
 
-    Unknown keys raise ``KeyError`` (the schema is the contract with the pipeline).
+    Unknown keys raise ``KeyError`` (the schema is the contract with the pipeline); an output
+    path that is not a regular file raises ``ValueError`` (:func:`check_output_path`).
+    Returns the path written (a symbolic link's target).
     """
-    path = Path(path)
     for r in rows:
         extra = set(r) - set(COLUMNS)
         if extra:
             raise KeyError(f"row has columns not in the schema: {sorted(extra)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as f:
@@ -127,7 +188,9 @@ def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
             for r in rows:
                 w.writerow([_cell(r.get(c)) for c in COLUMNS])
             f.flush()
+            os.fchmod(f.fileno(), _new_file_mode(_refuse_special(path)))
             os.fsync(f.fileno())
+        _refuse_special(path)  # checked again just before the rename: never replace a FIFO
         os.replace(tmp, path)
     except BaseException:
         try:
