@@ -17,6 +17,7 @@ sizes, device, budget, alpha/beta, threads, segments, the output path).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 
@@ -182,6 +183,27 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
     return methods, memory
 
 
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """While measuring, SIGTERM raises SystemExit (status 143) instead of killing the process
+    outright, so that the RSS subprocess is killed and temporary files are removed on the way
+    out. The previous handler comes back afterwards; outside the main thread nothing changes."""
+    import signal
+    import threading
+
+    def _term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the ``bench`` command; returns the exit status (see module docstring)."""
     from .bench import BenchConfig, run_point
@@ -203,19 +225,20 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                       track_memory=args.track_memory, rss=args.rss, threads=args.threads)
     log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     prov = provenance(args.device, argv)
-    try:
-        rows, code = run_point(cfg, log=log)
-    except Exception as exc:  # noqa: BLE001 - the whole point failed (e.g. building the data)
-        from .bench import _message, classify_exception
+    with _exit_on_sigterm():
+        try:
+            rows, code = run_point(cfg, log=log)
+        except Exception as exc:  # noqa: BLE001 - the whole point failed (e.g. building data)
+            from .bench import _message, classify_exception
 
-        status = classify_exception(exc)
-        rows = [{"method": m, "status": status, "message": _message(exc),
-                 "seq_len": args.seq_len, "hidden": args.hidden, "batch": args.batch}
-                for m in methods]
-        code = 0 if status in ("oom", "infeasible") else 1
-    rows = [{**r, **prov} for r in rows]
-    if args.out is not None:
-        write_rows(args.out, rows)
+            status = classify_exception(exc)
+            rows = [{"method": m, "status": status, "message": _message(exc),
+                     "seq_len": args.seq_len, "hidden": args.hidden, "batch": args.batch}
+                    for m in methods]
+            code = 0 if status in ("oom", "infeasible") else 1
+        rows = [{**r, **prov} for r in rows]
+        if args.out is not None:
+            write_rows(args.out, rows)
     if not args.quiet:
         _print_table(rows)
     return code
