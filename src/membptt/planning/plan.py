@@ -200,6 +200,7 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
                 + f": {minimum} units")
     req = S.Request(seq_len, units, alpha, beta, costs, dict(options), max_table_bytes, max_ops)
     ops, info = strat.build(req)
+    limits.check_ops(len(ops), max_ops, strategy=strategy, seq_len=seq_len)  # the exact count
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
                        count_initial=strat.count_initial, costs=costs)
     if units is not None and sim.peak_units > units:  # a planner bug, never a user error
