@@ -284,18 +284,41 @@ def test_bench_user_mistakes_are_one_line_errors(capsys, no_measuring, argv, exp
     assert expect in _one_line_error(code, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("kind", ["fifo", "devnull", "directory", "proc", "empty"])
+def _private_null(path: Path) -> Path:
+    """A character device like /dev/null, made in a temporary directory (needs CAP_MKNOD).
+
+    The tests never aim writes at the real /dev/null: run against the unfixed code (as root),
+    they would replace it for the whole machine, which is the bug under test."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (OSError, AttributeError) as e:
+        pytest.skip(f"cannot create a device node here: {e}")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "proc", "empty"])
 def test_bench_refuses_special_outputs_before_measuring(tmp_path, capsys, no_measuring, kind):
     from membptt.measure.cli import run_bench
 
-    target = {"fifo": tmp_path / "p", "devnull": Path(os.devnull), "directory": tmp_path,
+    target = {"fifo": tmp_path / "p", "device": tmp_path / "null", "directory": tmp_path,
               "proc": Path("/proc/membptt-x"), "empty": ""}[kind]
     if kind == "fifo":
         os.mkfifo(target)
+    if kind == "device":
+        _private_null(target)
     code = run_bench(_bench_args(["--method", "full", *SMALL, "--out", str(target)]))
     _one_line_error(code, capsys.readouterr().err)
     if kind == "fifo":
         assert stat.S_ISFIFO(os.stat(target).st_mode)  # still a FIFO
+    if kind == "device":
+        assert stat.S_ISCHR(os.stat(target).st_mode)  # still a device
+
+
+def test_dev_null_is_refused_without_writing():
+    from membptt.measure.results import check_output_path
+
+    with pytest.raises(ValueError, match="character device"):
+        check_output_path(os.devnull)  # a check only: nothing is written
 
 
 def test_write_rows_never_replaces_a_fifo(tmp_path):
