@@ -21,6 +21,7 @@ from .planning import (
     Forward,
     Plan,
     PlanError,
+    PlanTooLarge,
     SimResult,
     paper_trace,
     plan,
@@ -49,5 +50,5 @@ def __dir__():  # list the lazily loaded names too (tab completion, dir(membptt)
 
 __all__ = [
     "STRATEGIES", "UNIT_COSTS", "Backward", "CostModel", "Drop", "Forward", "Plan", "PlanError",
-    "SimResult", "bptt", "paper_trace", "plan", "probe", "register", "simulate", "models",
+    "PlanTooLarge", "SimResult", "bptt", "paper_trace", "plan", "probe", "register", "simulate", "models",
 ]
