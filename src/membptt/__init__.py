@@ -24,6 +24,7 @@ from .planning import (
     MinimumBudget,
     Plan,
     PlanError,
+    PlanTooLarge,
     SegmentCosts,
     SimResult,
     min_memory,
@@ -48,8 +49,12 @@ def __getattr__(name):  # torch-dependent parts load on first use
     raise AttributeError(f"module 'membptt' has no attribute {name!r}")
 
 
+def __dir__():  # list the lazily loaded names too (tab completion, dir(membptt))
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "STRATEGIES", "UNIT_COSTS", "Backward", "BlockPlan", "BudgetTooSmall", "CostModel", "Drop",
-    "Forward", "MinimumBudget", "Plan", "PlanError", "SegmentCosts", "SimResult", "bptt",
-    "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models",
+    "Forward", "MinimumBudget", "Plan", "PlanError", "PlanTooLarge", "SegmentCosts", "SimResult",
+    "bptt", "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models",
 ]

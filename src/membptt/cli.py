@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
 from .planning import STRATEGIES, CostModel, plan
+from .planning.limits import DEFAULT_MAX_OPS, DEFAULT_MAX_TABLE_BYTES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,15 +81,32 @@ def _add_plan_parser(sub) -> None:
     p.add_argument("--percent-of", default="stepped", choices=("stepped", "fused"),
                    help="what a percentage budget is of: stepped BPTT's bytes (default) or "
                         "fused BPTT's (needs segments in --costs)")
+    p.add_argument("--max-table-mib", type=float, default=None, metavar="MIB",
+                   help="refuse DP tables above this size (default "
+                        f"{DEFAULT_MAX_TABLE_BYTES // 2**20} MiB)")
+    p.add_argument("--max-ops", type=int, default=None,
+                   help=f"refuse plans of more ops than this (default {DEFAULT_MAX_OPS})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")
     p.add_argument("--ops", action="store_true", help="print the ops, one compact token each")
 
 
+def _table_bytes(mib) -> int | None:
+    if mib is None:
+        return None
+    import math
+
+    if not math.isfinite(mib) or mib <= 0 or mib * 2**20 >= 2**63:
+        raise ValueError(f"--max-table-mib must be a positive number of MiB below 2**43, "
+                         f"got {mib!r}")
+    return max(1, int(mib * 2**20))
+
+
 def _run_plan(args) -> int:
     costs = _load_costs(args.costs)
     p = plan(args.strategy, args.seq_len, args.memory, alpha=args.alpha, beta=args.beta,
-             costs=costs, block=args.block, percent_of=args.percent_of)
+             costs=costs, block=args.block, percent_of=args.percent_of,
+             max_table_bytes=_table_bytes(args.max_table_mib), max_ops=args.max_ops)
     if args.json:
         d = p.to_dict(with_ops=args.ops)
         if args.trace:
@@ -119,22 +138,26 @@ def _run_plan(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(bench: bool = True) -> argparse.ArgumentParser:
+    """The ``membptt`` parser; ``bench=False`` leaves out ``bench`` (which imports torch)."""
     parser = _Parser(prog="membptt", description="Memory-efficient backpropagation through time")
     parser.add_argument("--version", action="version", version=f"membptt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_plan_parser(sub)
-    try:
-        from .measure.cli import add_bench_parser
-    except ImportError:  # the measurement module needs torch
-        add_bench_parser = None
+    add_bench_parser = None
+    if bench:
+        try:
+            from .measure.cli import add_bench_parser
+        except ImportError:  # the measurement module needs torch
+            pass
     if add_bench_parser is not None:
         add_bench_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(bench=argv[:1] != ["plan"])  # `plan` never needs torch
     args = parser.parse_args(argv)
     try:
         if args.command == "plan":
@@ -146,6 +169,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"membptt: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `membptt plan ... --ops | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141  # what a shell reports for a writer killed by SIGPIPE
     parser.error(f"unknown command {args.command!r}")
     return 2
 

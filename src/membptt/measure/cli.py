@@ -11,12 +11,16 @@ in one process with interleaved timing and written as one row each: a *compariso
 (``--group``); every row has the per-round time ratio to the group's baseline (``--baseline``,
 default the first method). Exit status: 0 when every row is ``ok``,
 ``oom`` or ``infeasible`` (results, not crashes); 1 when a method raised an error (a bug; its
-row still says ``status=error`` and the message); 2 for invalid arguments.
+row still says ``status=error`` and the message); 2 for invalid arguments, reported as one line
+``membptt: error: ...`` before anything is measured (:func:`validate_args`: method names,
+sizes, device, budget, alpha/beta, threads, segments, the output path).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
 
 __all__ = ["add_bench_parser", "run_bench", "main"]
@@ -109,61 +113,146 @@ def _print_table(rows: list[dict]) -> None:
             print(f"    {r['message']}")
 
 
-def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """Run the ``bench`` command; returns the exit status (see module docstring)."""
-    from .bench import BenchConfig, run_point
-    from .methods import METHODS
-    from .results import provenance, write_rows
-    from .workload import WorkloadConfig
+def check_device(device: str) -> None:
+    """Refuse a device string that torch cannot parse or this benchmark cannot use."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device: give cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: the benchmark runs on cpu or cuda[:N] only")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device!r}: CUDA is not available here (torch "
+                             f"{torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s), 0.."
+                             f"{torch.cuda.device_count() - 1}")
+
+
+def _size_ratio(name: str, value) -> None:
+    if value is not None and (not math.isfinite(value) or value < 1 or value >= 2**63):
+        raise ValueError(f"--{name} must be a finite number >= 1 (internal-state size in "
+                         f"hidden-state units), got {value!r}")
+
+
+def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
+    """Check every argument before anything is measured; return the method names and the
+    budget (int units or the string). Raises ValueError naming the bad value."""
+    from ..models.registry import MODELS
+    from ..planning.budget import parse_memory
+    from ..planning.strategies import STRATEGIES
+    from .bench import peak_reference
+    from .methods import METHODS, PlanMethod, parse_method_spec
+    from .results import check_output_path
 
     methods = [m.strip() for m in str(args.method).split(",") if m.strip()]
     bad = [m for m in methods if m.split(":", 1)[0].strip() not in METHODS]
     if not methods or bad:
-        print(f"membptt bench: unknown method(s) {bad or methods}; valid: {', '.join(METHODS)}",
-              file=sys.stderr)
-        return 2
-    from .methods import parse_method_spec
-
+        raise ValueError(f"--method: unknown method(s) {bad or methods}; valid: "
+                         + ", ".join(METHODS))
+    specs = {}
     for m in methods:
         try:
-            parse_method_spec(m)
+            specs[m] = parse_method_spec(m)
         except ValueError as e:
-            print(f"membptt bench: --method: {e}", file=sys.stderr)
-            return 2
-    from ..models.registry import MODELS
-
+            raise ValueError(f"--method: {e}") from None
     if args.model not in MODELS:
-        print(f"membptt bench: --model: unknown model {args.model!r}; valid: "
-              f"{', '.join(MODELS)}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--model: unknown model {args.model!r}; valid: {', '.join(MODELS)}")
+    if args.baseline is not None and args.baseline not in methods:
+        raise ValueError(f"--baseline {args.baseline!r} is not one of the methods {methods}")
     for name in ("seq_len", "hidden", "input_size", "classes", "batch"):
         if getattr(args, name) < 1:
-            print(f"membptt bench: --{name.replace('_', '-')} must be >= 1, got "
-                  f"{getattr(args, name)}", file=sys.stderr)
-            return 2
-    if args.repeats < 0 or args.warmup < 0:
-        print("membptt bench: --repeats and --warmup must be >= 0", file=sys.stderr)
-        return 2
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
+                             f"{getattr(args, name)}")
+    for name in ("repeats", "warmup"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ("threads", "segments"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1 (or left out for the default), got "
+                             f"{getattr(args, name)}")
+    check_device(args.device)
+    _size_ratio("alpha", args.alpha)
+    _size_ratio("beta", args.beta)
+    if args.alpha is not None and args.beta is not None and args.beta > args.alpha:
+        raise ValueError(f"--beta must be <= --alpha, got beta={args.beta} > alpha={args.alpha}")
     memory = args.memory
     if memory is not None:
-        from ..planning.budget import parse_memory
-
         try:
-            kind, _ = parse_memory(str(memory))
+            kind, value = parse_memory(str(memory))
         except ValueError as e:
-            print(f"membptt bench: --memory: {e}", file=sys.stderr)
-            return 2
+            raise ValueError(f"--memory: {e}") from None
+        if value <= 0:
+            raise ValueError(f"--memory {memory!r} must be positive (at least 1 unit)")
         if kind == "units":
             memory = int(str(memory).strip())
+    for m in methods:
+        name, own = specs[m]
+        cls = METHODS[name]
+        if not issubclass(cls, PlanMethod):
+            continue
+        if args.seq_len < 3:
+            raise ValueError(f"--seq-len must be >= 3 for the plan method {m!r} (probing the "
+                             f"step needs three steps), got {args.seq_len}")
+        mine = own.get("memory", memory)
+        if mine is not None and peak_reference(mine) is None:
+            try:
+                kind, value = parse_memory(str(mine))
+            except ValueError as e:
+                raise ValueError(f"--method {m}: memory: {e}") from None
+            if value <= 0:
+                raise ValueError(f"--method {m}: memory {mine!r} must be positive")
+        if (mine is None and not cls.ignores_budget
+                and STRATEGIES[cls.strategy].needs_memory):
+            raise ValueError(f"--method {m} needs --memory (units, bytes or a percentage, "
+                             "e.g. --memory 5%)")
+    if args.out is not None:
+        check_output_path(args.out)
+    return methods, memory
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """While measuring, SIGTERM raises SystemExit (status 143) instead of killing the process
+    outright, so that the RSS subprocess is killed and temporary files are removed on the way
+    out. The previous handler comes back afterwards; outside the main thread nothing changes."""
+    import signal
+    import threading
+
+    def _term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run the ``bench`` command; returns the exit status (see module docstring)."""
+    from .bench import BenchConfig, run_point
+    from .results import provenance, write_rows
+    from .workload import WorkloadConfig
+
+    try:
+        methods, memory = validate_args(args)
+    except ValueError as e:
+        print(f"membptt: error: {e}", file=sys.stderr)
+        return 2
     options = {"memory": memory, "alpha": args.alpha, "beta": args.beta,
                "segments": args.segments}
-    wc = WorkloadConfig(seq_len=args.seq_len, model=args.model, hidden=args.hidden, batch=args.batch,
+    wc = WorkloadConfig(seq_len=args.seq_len, model=args.model, hidden=args.hidden,
+                        batch=args.batch,
                         input_size=args.input_size, classes=args.classes, device=args.device,
                         dtype=args.dtype, seed=args.seed)
-    if args.baseline is not None and args.baseline not in methods:
-        print(f"membptt bench: --baseline {args.baseline!r} is not one of the methods "
-              f"{methods}", file=sys.stderr)
-        return 2
     group = args.group
     if group is None:
         import datetime
@@ -182,21 +271,22 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(int(args.threads))
     prov = provenance(args.device, argv)
-    try:
-        rows, code = run_point(cfg, log=log)
-    except Exception as exc:  # noqa: BLE001 - the whole point failed (e.g. building the data)
-        from .bench import _message, classify_exception
+    with _exit_on_sigterm():
+        try:
+            rows, code = run_point(cfg, log=log)
+        except Exception as exc:  # noqa: BLE001 - the whole point failed (e.g. building data)
+            from .bench import _message, classify_exception
 
-        status = classify_exception(exc)
-        rows = [{"method": m.split(":", 1)[0].strip(), "label": m, "group": group,
-                 "group_baseline": args.baseline or methods[0], "status": status,
-                 "message": _message(exc), "seq_len": args.seq_len, "hidden": args.hidden,
-                 "batch": args.batch, "model": args.model}
-                for m in methods]
-        code = 0 if status in ("oom", "infeasible") else 1
-    rows = [{**r, **prov} for r in rows]
-    if args.out:
-        write_rows(args.out, rows)
+            status = classify_exception(exc)
+            rows = [{"method": m.split(":", 1)[0].strip(), "label": m, "group": group,
+                     "group_baseline": args.baseline or methods[0], "status": status,
+                     "message": _message(exc), "seq_len": args.seq_len, "hidden": args.hidden,
+                     "batch": args.batch, "model": args.model}
+                    for m in methods]
+            code = 0 if status in ("oom", "infeasible") else 1
+        rows = [{**r, **prov} for r in rows]
+        if args.out is not None:
+            write_rows(args.out, rows)
     if not args.quiet:
         _print_table(rows)
     return code

@@ -3,7 +3,11 @@
 The schema (column order) is :data:`COLUMNS`; ``docs/results-schema.md`` documents every column.
 A row is a dict; missing columns are written empty. Files are written to a temporary file in
 the target directory and renamed over the target (``os.replace``), so an interrupted run never
-leaves a half-written CSV.
+leaves a half-written CSV. Only regular files are ever replaced: :func:`check_output_path`
+refuses a directory, FIFO, device or socket (and a place where no file can be created), and
+``membptt bench`` calls it before measuring. A symbolic link is followed (its target is
+replaced, the link stays). The new file gets the mode of the file it replaces, or
+``0o666 & ~umask`` (not ``mkstemp``'s 0600).
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import os
 import platform
 import shlex
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["COLUMNS", "provenance", "write_rows", "read_rows", "atomic_write_text", "cpu_model",
-           "git"]
+__all__ = ["COLUMNS", "check_output_path", "provenance", "write_rows", "read_rows",
+           "atomic_write_text", "cpu_model", "git"]
 
 COLUMNS: tuple[str, ...] = (
     # what was run
@@ -114,18 +119,78 @@ def _cell(v) -> str:
     return str(v)
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _refuse_special(path: Path) -> os.stat_result | None:
+    """The stat of ``path`` if it is a regular file, None if it does not exist; else raise."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ValueError(f"output path {str(path)!r} cannot be examined: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
+        raise ValueError(f"output path {str(path)!r} is {kind}; give a regular file or a new "
+                         "path (results are written atomically: a special file would be "
+                         "replaced)")
+    return st
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can take an atomic write; return the path to replace.
+
+    Refuses (``ValueError``) an empty path, an existing path that is not a regular file, and a
+    directory where no file can be created (tried with a temporary file, removed at once);
+    creates missing parent directories. Follows a symbolic link to its target.
+    """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ValueError(f"output path {path!r} is empty or not a path; give a file name such "
+                         "as results/points/p.csv")
+    target = Path(path)
+    if target.is_symlink():
+        target = target.resolve()
+    _refuse_special(target)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"output path {str(path)!r}: cannot create files in {str(parent)!r}: "
+                         f"{e.strerror or e}") from None
+    return target
+
+
+def _new_file_mode(existing: os.stat_result | None) -> int:
+    if existing is not None:
+        return stat.S_IMODE(existing.st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically: a temporary file in the same directory, flushed
     and fsynced, then renamed over the target. The one atomic writer of the project (the
-    pipeline's scripts use it too: ``experiments/scripts/pipeline_common.py``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline's scripts use it too: ``experiments/scripts/pipeline_common.py``). An output path
+    that is not a regular file (a FIFO, a device, a directory) raises ``ValueError`` before
+    anything is written (:func:`check_output_path`), and again just before the rename; a new
+    file gets ``0666 & ~umask``, a replaced one keeps its mode. Returns the path written (a
+    symbolic link's target)."""
+    path = check_output_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), _new_file_mode(_refuse_special(path)))
             os.fsync(f.fileno())
+        _refuse_special(path)  # checked again just before the rename: never replace a FIFO
         os.replace(tmp, path)
     except BaseException:
         try:

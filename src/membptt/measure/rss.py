@@ -15,6 +15,11 @@ the baseline already contains the iteration's peak and the difference reads ~0. 
 iteration also pays one-time initialisations (small next to activations at realistic sizes).
 Where the reset is not permitted, the high-water mark is the whole process's
 (``rss_hwm_reset`` false). Linux only (``/proc``); elsewhere the columns stay empty.
+
+The child never outlives the benchmark: it asks the kernel to SIGKILL it when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), and exits at once if the parent died before it could ask
+(:func:`die_with_parent`); an exception in the parent (Ctrl-C) kills it through
+``subprocess.run``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -54,6 +60,7 @@ def measure_rss(job: dict, timeout: float = 3600.0) -> dict:
     if not os.path.exists("/proc/self/status"):
         return {"status": "unsupported"}
     env = dict(os.environ)
+    env[_PARENT_ENV] = str(os.getpid())
     r = subprocess.run([sys.executable, "-m", "membptt.measure.rss", json.dumps(job)],
                        capture_output=True, text=True, timeout=timeout, env=env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -61,6 +68,31 @@ def measure_rss(job: dict, timeout: float = 3600.0) -> dict:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         return {"status": "error", "message": " | ".join(tail)}
     return json.loads(lines[-1])
+
+
+_PARENT_ENV = "MEMBPTT_RSS_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> bool:
+    """Make this process die with its parent (Linux; returns whether the kernel took it).
+
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills this process when the thread that
+    started it exits. If the parent (``$MEMBPTT_RSS_PARENT``) is already gone, exit now.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    parent = os.environ.get(_PARENT_ENV)
+    if parent and parent.isdigit() and os.getppid() != int(parent):
+        os._exit(1)  # orphaned before prctl took effect
+    return armed
 
 
 def _child(job: dict) -> dict:
@@ -85,4 +117,5 @@ def _child(job: dict) -> dict:
 
 
 if __name__ == "__main__":
+    die_with_parent()
     print(json.dumps(_child(json.loads(sys.argv[1]))), flush=True)

@@ -1,9 +1,10 @@
 """Planning: the plan format, exact DP policies, baselines and the simulator (no torch)."""
 
-from . import dp
+from . import dp, limits
 from .blocks import BlockPlan
 from .budget import Budget
 from .costs import UNIT_COSTS, CostModel, SegmentCosts
+from .limits import PlanTooLarge
 from .ops import Backward, Drop, Forward, format_ops, paper_trace, parse_ops
 from .peak import MinimumBudget, min_memory
 from .plan import Plan, plan
@@ -12,7 +13,7 @@ from .strategies import STRATEGIES, Request, register
 
 __all__ = [
     "Backward", "BlockPlan", "Budget", "BudgetTooSmall", "CostModel", "Drop", "Forward",
-    "MinimumBudget", "Plan", "PlanError", "Request", "STRATEGIES", "SegmentCosts", "SimResult",
-    "UNIT_COSTS", "dp", "format_ops", "min_memory", "paper_trace", "parse_ops", "plan",
-    "register", "simulate", "simulate_ops",
+    "MinimumBudget", "Plan", "PlanError", "PlanTooLarge", "Request", "STRATEGIES",
+    "SegmentCosts", "SimResult", "UNIT_COSTS", "dp", "format_ops", "limits", "min_memory",
+    "paper_trace", "parse_ops", "plan", "register", "simulate", "simulate_ops",
 ]

@@ -45,6 +45,12 @@ class Budget:
                 "bytes": self.bytes, "note": self.note}
 
 
+def _finite(memory, value: float) -> float:
+    if not math.isfinite(value):  # '1e400%' parses to inf
+        raise ValueError(f"memory budget {memory!r} is not a finite number; give {VALID_FORMS}")
+    return value
+
+
 def parse_memory(memory) -> tuple[str, float]:
     """Classify a budget: ("units", n) / ("bytes", n) / ("fraction", f). Raises ValueError."""
     if isinstance(memory, bool):
@@ -60,11 +66,11 @@ def parse_memory(memory) -> tuple[str, float]:
         if m := _INT_RE.match(memory):
             return "units", int(m.group(1))
         if m := _PCT_RE.match(memory):
-            return "fraction", float(m.group(1)) / 100.0
+            return "fraction", _finite(memory, float(m.group(1)) / 100.0)
         if m := _BYTES_RE.match(memory):
             suffix = m.group(2).lower()
             if suffix in _UNITS:
-                return "bytes", float(m.group(1)) * _UNITS[suffix]
+                return "bytes", _finite(memory, float(m.group(1)) * _UNITS[suffix])
     raise ValueError(f"memory budget {memory!r} is not valid: give {VALID_FORMS}")
 
 

@@ -151,6 +151,8 @@ class SegmentCosts:
     def to_dict(self) -> dict:
         return {f.name: list(getattr(self, f.name)) for f in fields(self)}
 
+MAX_BYTES = 2**63 - 1  # no state is larger than an addressable memory
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -176,7 +178,8 @@ class CostModel:
                              f"got {type(self.segments).__name__}")
         for name in ("run_fixed", "run_per_step", "forward_graph", "backward"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or v < 0):
                 raise ValueError(f"CostModel.{name} must be a finite number >= 0, got {v!r}")
         if self.run_per_step <= 0 or self.forward_graph <= 0:
             raise ValueError(
@@ -185,8 +188,10 @@ class CostModel:
             )
         for name in ("hidden_bytes", "internal_bytes", "beta_bytes", "working_bytes"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v <= 0):
-                raise ValueError(f"CostModel.{name} must be a positive int or None, got {v!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0
+                                  or v > MAX_BYTES):
+                raise ValueError(f"CostModel.{name} must be a positive int of bytes (at most "
+                                 f"2**63 - 1) or None, got {v!r}")
         if self.internal_bytes is not None and self.hidden_bytes is None:
             raise ValueError("CostModel.internal_bytes needs hidden_bytes as well")
 

@@ -41,10 +41,12 @@ the core is not built) is the plain full scan.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import limits
 from .costs import UNIT_COSTS, CostModel
 
 END, HIDDEN, INTERNAL = 0, 1, 2
@@ -109,6 +111,11 @@ class Table:
         mm = self._m(m)
         return int(self.kind[t, mm]), int(self.y[t, mm])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the table's arrays (what the cache counts)."""
+        return int(self.C.nbytes + self.kind.nbytes + self.y.nbytes)
+
 
 def _run_vec(costs: CostModel, k):
     k = np.asarray(k, dtype=np.float64)
@@ -147,18 +154,36 @@ def backend() -> str:
 
 
 def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
-          reference: bool = False, use: str | None = None) -> Table:
+          reference: bool = False, use: str | None = None,
+          max_bytes: int | None = None) -> Table:
     """Build the exact DP table for ``t <= T`` and ``m <= M`` (see the module docstring).
 
     ``reference=True`` disables the bound-based pruning (full scan of every ``y``); ``use``
-    forces ``"c"`` or ``"numpy"``.
+    forces ``"c"`` or ``"numpy"``. ``M`` is first clamped to ``family.cap(T)`` (exact: more
+    memory changes nothing); with ``max_bytes`` given, tables above it are refused with
+    :class:`~membptt.planning.limits.PlanTooLarge` before anything is allocated (this low-level
+    call has no limit by default; :func:`table` and :func:`membptt.plan` apply
+    :data:`membptt.planning.limits.DEFAULT_MAX_TABLE_BYTES`).
     """
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 0:
+        raise ValueError(f"T must be an integer >= 0, got {T!r}")
+    if isinstance(M, bool) or not isinstance(M, (int, np.integer)):
+        raise ValueError(f"M must be an integer number of memory units, got {M!r}")
+    for name in ("alpha", "beta"):
+        v = getattr(family, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"Family.{name} must be an integer >= 1, got {v!r}")
     T = int(T)
-    M = max(1, int(min(M, family.cap(T))))
+    M = max(1, min(int(M), family.cap(T)))  # Python ints: no overflow before the clamp
+    limits.check_table(T, M, limits.max_table_bytes(max_bytes) if max_bytes is not None
+                       else limits.table_bytes(T, M))
     use = use or backend()
     if use == "c" and _CORE is None:
         raise RuntimeError("the compiled DP core is not built (reinstall membptt with a C compiler)")
-    cap_unit = max(1 if family.hidden else 0, family.alpha if family.internal else 0)
+    # Sizes above M + 1 units never fit in a cell m <= M, exactly like M + 1 itself: clamping
+    # them keeps every argument of the compiled core (C longs) in range, whatever alpha is.
+    alpha, beta = min(int(family.alpha), M + 1), min(int(family.beta), M + 1)
+    cap_unit = max(1 if family.hidden else 0, alpha if family.internal else 0)
     if use == "c":
         # integer costs keep every sum exact: prune ties exactly; otherwise keep a margin
         integer_costs = all(float(v).is_integer() and abs(v) < 2**40
@@ -169,7 +194,7 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
         smin = np.empty((M + 1, T + 1))
         evals = _CORE(T, M, float(costs.run_fixed), float(costs.run_per_step),
                       float(costs.forward_graph), int(family.hidden), int(family.internal),
-                      int(family.alpha), int(family.beta), cap_unit, int(reference),
+                      alpha, beta, cap_unit, int(reference),
                       0.0 if integer_costs else 1e-9, Cm, Km, Ym, smin)
         return Table(family, costs, Cm.T, Km.T, Ym.T, evals)
     return _solve_numpy(T, M, family, costs)
@@ -230,21 +255,52 @@ def solve_reference(T: int, M: int, family: Family, costs: CostModel = UNIT_COST
 
 # -- memoised tables -------------------------------------------------------------------------
 
-_CACHE: dict = {}
+CACHE_MAX_BYTES = 256 * 2**20
+"""Bytes of DP tables kept between plans (least recently used first out). A table larger than
+this is returned but not kept. Change it by assignment (``dp.CACHE_MAX_BYTES = ...``)."""
+
+_CACHE: OrderedDict = OrderedDict()  # (family, time key) -> Table, least recently used first
 _LOCK = threading.Lock()
 
 
-def table(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS) -> Table:
-    """A table covering ``(t, m)``, shared between plans of the same family and time costs."""
+def _cache_put(key, tab: Table) -> None:
+    _CACHE.pop(key, None)
+    if tab.nbytes > CACHE_MAX_BYTES:
+        return
+    _CACHE[key] = tab
+    while sum(v.nbytes for v in _CACHE.values()) > CACHE_MAX_BYTES:
+        _CACHE.popitem(last=False)
+
+
+def cache_bytes() -> int:
+    """Bytes held by the table cache now (at most :data:`CACHE_MAX_BYTES`)."""
+    with _LOCK:
+        return sum(v.nbytes for v in _CACHE.values())
+
+
+def table(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS, *,
+          max_bytes: int | None = None) -> Table:
+    """A table covering ``(t, m)``, shared between plans of the same family and time costs.
+
+    A cached table that does not cover ``(t, m)`` is grown to cover both, unless the grown
+    table would exceed ``max_bytes``; then only ``(t, m)`` is solved. Refuses (``PlanTooLarge``)
+    a table for ``(t, m)`` itself above ``max_bytes`` (see :func:`solve`).
+    """
     key = (family, costs.time_key())
+    limit = limits.max_table_bytes(max_bytes)
     with _LOCK:
         tab = _CACHE.get(key)
         if tab is not None and tab.covers(t, m):
+            _CACHE.move_to_end(key)
             return tab
-        T = max(t, tab.T if tab else 0)
-        M = max(min(m, family.cap(T)), tab.M if tab else 0)
-        tab = solve(T, M, family, costs)
-        _CACHE[key] = tab
+        T, M = t, min(m, family.cap(t))
+        if tab is not None:
+            T2 = max(t, tab.T)
+            M2 = max(min(m, family.cap(T2)), tab.M)
+            if limits.table_bytes(T2, M2) <= limit:
+                T, M = T2, M2
+        tab = solve(T, M, family, costs, max_bytes=limit)
+        _cache_put(key, tab)
         return tab
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from . import limits
 from . import strategies as S
 from .budget import VALID_FORMS, Budget, resolve
 from .costs import UNIT_COSTS, CostModel
@@ -134,9 +135,12 @@ def _int_param(name: str, value, *, allow_none: bool, minimum: int = 1):
     return int(math.ceil(value))  # real size ratios are rounded up (PAPER.md section 1)
 
 
+_KEYWORDS = ("memory", "alpha", "beta", "costs", "max_table_bytes", "max_ops")
+
+
 def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
          costs: CostModel | None = None, block="default", percent_of: str = "stepped",
-         **options) -> Plan:
+         max_table_bytes: int | None = None, max_ops: int | None = None, **options) -> Plan:
     """Compile a plan for ``seq_len`` steps under a memory budget.
 
     Args:
@@ -160,13 +164,28 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
             ``"fused"`` BPTT's (needs ``costs.segments``); see :mod:`membptt.planning.peak`.
             When ``costs.working_bytes`` (or segments) is set, byte and percentage budgets
             bound stored states plus the working set.
+        max_table_bytes, max_ops: size limits (None: the defaults of
+            :mod:`membptt.planning.limits`, 256 MiB of DP tables and 2^21 ops); a plan above
+            either is refused with :class:`~membptt.planning.limits.PlanTooLarge` before the
+            memory is allocated, saying what it would need.
+        **options: the strategy's own options (``Strategy.options``: ``segments`` for chen,
+            ``branching`` for chen-recursive); any other keyword is refused.
 
     Raises ValueError naming the bad value and what is valid; :class:`BudgetTooSmall` (a
     ValueError) for a budget below the strategy's minimum.
     """
     strat = S.get(strategy)
+    unknown = sorted(set(options) - set(strat.options))
+    if unknown:
+        raise ValueError(f"plan() got unknown keyword argument(s) {', '.join(unknown)} for "
+                         f"strategy {strategy!r}; valid: "
+                         + ", ".join((*_KEYWORDS, *strat.options)))
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
+    max_table_bytes = limits.max_table_bytes(max_table_bytes)
+    max_ops = limits.max_ops(max_ops)
+    # every plan holds a forward and a backward per step: refuse hopeless lengths at once
+    limits.check_ops(2 * seq_len, max_ops, strategy=strategy, seq_len=seq_len, exact=False)
     costs = UNIT_COSTS if costs is None else costs
     if not isinstance(costs, CostModel):
         raise ValueError(f"costs must be a membptt.CostModel, got {type(costs).__name__}")
@@ -217,8 +236,10 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
                 requested=memory, minimum=minimum, strategy=strategy, seq_len=seq_len,
                 minimum_bytes=None if not costs.hidden_bytes else  # as membptt.min_memory
                 (minimum - strat.count_initial) * costs.hidden_bytes + (costs.working_bytes or 0))
-    req = S.Request(seq_len, units, alpha, beta, costs, dict(options))
+    req = S.Request(seq_len, units, alpha, beta, costs, dict(options), max_table_bytes,
+                    max_ops)
     ops, info = strat.build(req)
+    limits.check_ops(len(ops), max_ops, strategy=strategy, seq_len=seq_len)  # the exact count
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
                        count_initial=strat.count_initial, costs=costs)
     if units is not None and sim.peak_units > units:  # a planner bug, never a user error

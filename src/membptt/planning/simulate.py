@@ -215,5 +215,14 @@ def simulate_ops(ops, seq_len: int, *, alpha: float = 1, beta: float | None = No
 
 def simulate(plan, costs: CostModel | None = None) -> SimResult:
     """Replay a :class:`~membptt.planning.plan.Plan` (optionally under other costs / sizes)."""
+    from .plan import Plan
+
+    if not isinstance(plan, Plan):
+        raise ValueError(f"simulate() needs a membptt.Plan (from membptt.plan(...)), got "
+                         f"{type(plan).__name__}; to replay a list of ops use "
+                         "membptt.planning.simulate_ops(ops, seq_len, ...)")
+    if costs is not None and not isinstance(costs, CostModel):
+        raise ValueError(f"costs must be a membptt.CostModel or None, got "
+                         f"{type(costs).__name__}")
     return simulate_ops(plan.ops, plan.seq_len, alpha=plan.alpha or 1, beta=plan.beta,
                         count_initial=plan.count_initial, costs=costs or plan.costs)

@@ -16,8 +16,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import dp
-from .costs import CostModel
+from . import dp, limits
+from .costs import UNIT_COSTS, CostModel
 from .ops import Backward, Drop, Forward, Op
 
 
@@ -28,7 +28,14 @@ class Request:
     alpha: int | None
     beta: int | None  # None: no beta form (internal states cost alpha)
     costs: CostModel
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the strategy's own options (Strategy.options)
+    max_table_bytes: int | None = None  # None: limits.DEFAULT_MAX_TABLE_BYTES
+    max_ops: int | None = None  # None: limits.DEFAULT_MAX_OPS
+
+    def check_ops(self, n: int, strategy: str, exact: bool = True) -> None:
+        """Refuse a plan of ``n`` ops above the op limit (:mod:`membptt.planning.limits`)."""
+        limits.check_ops(n, limits.max_ops(self.max_ops), strategy=strategy,
+                         seq_len=self.seq_len, exact=exact)
 
     @property
     def beta_eff(self) -> int:
@@ -44,6 +51,7 @@ class Strategy:
     needs_memory: bool  # False: a budget is optional
     needs_alpha: bool
     min_memory: Callable[[int, int | None, int | None], int]
+    options: tuple = ()  # keyword options the builder reads from Request.options
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -51,10 +59,14 @@ STRATEGIES: dict[str, Strategy] = {}
 
 def register(name: str, description: str, *, count_initial: bool = True,
              needs_memory: bool = True, needs_alpha: bool = False,
-             min_memory: Callable | None = None):
+             min_memory: Callable | None = None, options: tuple = ()):
+    """Register a strategy. ``options`` names the extra keyword arguments of
+    :func:`membptt.plan` that the builder reads from ``Request.options``; any other keyword is
+    refused (a misspelt option must not be ignored silently)."""
     def deco(fn):
         STRATEGIES[name] = Strategy(name, fn, description, count_initial, needs_memory,
-                                    needs_alpha, min_memory or (lambda t, a, b: 1))
+                                    needs_alpha, min_memory or (lambda t, a, b: 1),
+                                    tuple(options))
         return fn
 
     return deco
@@ -74,12 +86,19 @@ def _forwards(a: int, b: int, last_keep) -> list[Op]:
     return [Forward(i) for i in range(a, b)] + [Forward(b, last_keep)]
 
 
-def emit_from_table(tab: dp.Table, t: int, m: int, *, internal_size=None) -> list[Op]:
-    """Compile the DP's choices for ``t`` steps with ``m`` units into ops (iterative)."""
+def emit_from_table(tab: dp.Table, t: int, m: int, *, internal_size=None,
+                    max_ops: int | None = None) -> list[Op]:
+    """Compile the DP's choices for ``t`` steps with ``m`` units into ops (iterative).
+
+    Stops with :class:`~membptt.planning.limits.PlanTooLarge` as soon as the list would exceed
+    ``max_ops`` ops (default: no limit)."""
     fam = tab.family
     ops: list[Op] = []
     stack: list = [("solve", 0, t, m)]
     while stack:
+        if max_ops is not None and len(ops) > max_ops:
+            limits.check_ops(len(ops), max_ops, strategy=fam.name or "DP", seq_len=t,
+                             exact=False)
         item = stack.pop()
         if item[0] == "op":
             ops.append(item[1])
@@ -107,10 +126,24 @@ def emit_from_table(tab: dp.Table, t: int, m: int, *, internal_size=None) -> lis
     return ops
 
 
+# Under unit costs, forward counts known before any table is built: exact for HSM and ISM
+# (PAPER.md's closed forms), a lower bound for MSM (storing an internal state of 1 slot where
+# MSM stores a hidden or internal state of >= 1 unit maps every MSM plan with m units to an ISM
+# plan with m slots and no more forwards; tests check C_MSM >= C_ISM on a grid).
+_FORWARDS_AT_LEAST = {"hsm": dp.c_hsm_closed, "ism": dp.c_ism_closed, "msm": dp.c_ism_closed}
+
+
 def _dp_plan(req: Request, family: dp.Family, m: int) -> tuple[list[Op], dict]:
-    tab = dp.table(req.seq_len, m, family, req.costs)
-    return emit_from_table(tab, req.seq_len, m), {"dp_cost": tab.cost(req.seq_len, m),
-                                                   "dp_memory": m}
+    unit = req.costs.time_key() == UNIT_COSTS.time_key()  # then C(t, m) is the forward count
+    if unit and family.name in _FORWARDS_AT_LEAST and m >= 1:  # refuse before the DP
+        least = _FORWARDS_AT_LEAST[family.name](req.seq_len, min(m, req.seq_len + 1))
+        req.check_ops(least + req.seq_len, family.name, exact=False)  # drops on top
+    tab = dp.table(req.seq_len, m, family, req.costs, max_bytes=req.max_table_bytes)
+    cost = tab.cost(req.seq_len, m)
+    if unit:
+        req.check_ops(int(cost) + req.seq_len, family.name, exact=False)  # drops on top
+    ops = emit_from_table(tab, req.seq_len, m, max_ops=limits.max_ops(req.max_ops))
+    return ops, {"dp_cost": cost, "dp_memory": m}
 
 
 # -- the paper's strategies -------------------------------------------------------------------
@@ -154,6 +187,7 @@ def _full_units(t: int, alpha: int, beta: int) -> int:
           needs_memory=False, needs_alpha=True,
           min_memory=lambda t, a, b: _full_units(t, a, a if b is None else b))
 def full(req: Request):
+    req.check_ops(3 * req.seq_len - 1, "full")
     return _full_ops(req.seq_len), {}
 
 
@@ -161,6 +195,7 @@ def full(req: Request):
           needs_memory=False)
 def recompute_all(req: Request):
     t = req.seq_len
+    req.check_ops(t * (t + 1) // 2 + t, "recompute-all")
     ops: list[Op] = []
     for i in range(t, 0, -1):
         ops += _forwards(1, i, "core") + [Backward(i)]
@@ -200,10 +235,13 @@ def chen_forward_cost(t: int, k: int, costs: CostModel) -> float:
           "stored, one segment's internal states at a time; with a budget, the segment "
           "count that fits it at least cost", needs_memory=False, needs_alpha=True,
           min_memory=lambda t, a, b: min(chen_peak(t, k, a if b is None else b)
-                                         for k in _chen_candidates(t)))
+                                         for k in _chen_candidates(t)),
+          options=("segments",))
 def chen(req: Request):
     t, beta = req.seq_len, req.beta_eff
-    if req.memory is None:
+    if "segments" in req.options:  # a fixed segment count instead of the fitted one
+        k = _fixed_int(req, "segments", 1, t, lambda k: chen_peak(t, k, beta))
+    elif req.memory is None:
         k = max(1, round(math.sqrt(t)))
     else:
         best = None
@@ -216,6 +254,7 @@ def chen(req: Request):
                 best = key
         k = best[2]
     sizes = _balanced(t, k)
+    req.check_ops(4 * t - sizes[-1] - 1, "chen")  # forwards, backwards and drops
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)
@@ -230,6 +269,19 @@ def chen(req: Request):
         if j > 1:
             ops.append(Drop(bounds[j - 1], "hidden"))
     return ops, {"segments": k, "segment_lengths": sizes}
+
+
+def _fixed_int(req: Request, name: str, lo: int, hi: int, peak) -> int:
+    """The option ``name`` checked to be an integer in ``[lo, hi]`` whose plan (peak units
+    ``peak(k)``) fits the budget."""
+    k = req.options[name]
+    if isinstance(k, bool) or not isinstance(k, int) or not lo <= k <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}] for seq_len={req.seq_len},"
+                         f" got {k!r}")
+    if req.memory is not None and peak(k) > req.memory:
+        raise ValueError(f"{name}={k} needs {peak(k)} memory units, above the budget of "
+                         f"{req.memory} units; omit {name} to fit the budget")
+    return k
 
 
 def _chen_candidates(t: int):
@@ -277,10 +329,14 @@ def chen_recursive_stats(t: int, k: int, costs: CostModel) -> tuple[float, int]:
           "boundary hidden states, recurse (k = 2 needs about log2(t) states); with a budget, "
           "the k that fits it at least cost", needs_memory=False,
           min_memory=lambda t, a, b: min(chen_recursive_stats(t, k, CostModel())[1]
-                                         for k in _rec_candidates(t)))
+                                         for k in _rec_candidates(t)),
+          options=("branching",))
 def chen_recursive(req: Request):
     t = req.seq_len
-    if req.memory is None:
+    if "branching" in req.options:  # a fixed branching factor instead of the fitted one
+        k = _fixed_int(req, "branching", 2, max(2, t),
+                       lambda k: chen_recursive_stats(t, k, req.costs)[1])
+    elif req.memory is None:
         k = 2
     else:
         best = None
@@ -289,6 +345,8 @@ def chen_recursive(req: Request):
             if peak <= req.memory and (best is None or (c, peak, k) < best):
                 best = (c, peak, k)
         k = best[2]
+    forwards, _ = chen_recursive_stats(t, k, UNIT_COSTS)
+    req.check_ops(int(forwards) + t, "chen-recursive", exact=False)  # drops come on top
     ops: list[Op] = []
 
     def rec(start: int, n: int) -> None:  # steps start+1 .. start+n, h_start available
