@@ -6,7 +6,17 @@ Each also offers ``initial_state(batch)``, ``deterministic`` (no dropout active)
 multi-step graph-free ``advance(state, (xs, ys), need_loss)`` that the executor uses for runs.
 """
 
+from .reversible import (
+           ReversibleLanguageModel,
+           RevGRULanguageModel,
+           RevLSTMLanguageModel,
+           full_cache_bptt,
+           make_reversible_lm,
+           reversible_bptt,
+)
 from .rnn import GRULanguageModel, LSTMLanguageModel, RNNLanguageModel
 from .synthetic import synthetic_task
 
-__all__ = ["LSTMLanguageModel", "GRULanguageModel", "RNNLanguageModel", "synthetic_task"]
+__all__ = ["LSTMLanguageModel", "GRULanguageModel", "RNNLanguageModel", "synthetic_task",
+           "ReversibleLanguageModel", "RevGRULanguageModel", "RevLSTMLanguageModel",
+           "make_reversible_lm", "reversible_bptt", "full_cache_bptt"]
