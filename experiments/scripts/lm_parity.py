@@ -13,7 +13,9 @@ with plain autograd BPTT; RevGRU and RevLSTM with :func:`membptt.models.reversib
 reversible backward, which gives the same gradients as plain autograd through their
 fixed-point forward). One row per evaluation: ``train_loss_nats`` is the mean training loss per
 byte over the iterations since the previous row, ``eval_loss_nats`` the loss per byte on the
-held-out streams, ``eval_bpc`` the same in bits per character (byte).
+held-out streams, ``eval_bpc`` the same in bits per character (byte); for the reversible
+models ``buffer_bits_{allocated,stored,optimal}`` are the buffer's bits per state unit per step
+in the last training iteration before the row (see :class:`membptt.models.reversible.ReversibleStats`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pipeline_common import ROOT, provenance, write_csv
 
 from membptt.execution.executor import plain_bptt
 from membptt.models import GRULanguageModel, LSTMLanguageModel, make_reversible_lm, reversible_bptt
+from membptt.models.reversible import ReversibleStats
 
 CORPUS_FILES = ("argparse.py", "textwrap.py", "string.py", "functools.py",
                 "collections/__init__.py", "csv.py", "json/decoder.py", "json/encoder.py",
@@ -63,11 +66,11 @@ def build(name: str, embed: int, hidden: int, max_forget: float):
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
-def train_loss(name, model, xs, ys):
+def train_loss(name, model, xs, ys, stats=None):
     """Summed loss of one window batch; ``backward()`` runs the model's own method."""
     state0 = model.initial_state(xs.shape[1])
     if name.startswith("rev-"):
-        return reversible_bptt(model, state0, (xs, ys))
+        return reversible_bptt(model, state0, (xs, ys), stats=stats)
     return plain_bptt(model, state0, (xs, ys))[0]
 
 
@@ -98,6 +101,7 @@ def run_model(name, args, train, ex, ey):
     gen = torch.Generator().manual_seed(args.seed + 1)          # same batches for every model
     n_params = sum(p.numel() for p in model.parameters())
     rows, acc, n_acc = [], 0.0, 0
+    stats = ReversibleStats() if name.startswith("rev-") else None
     started = time.perf_counter()
 
     def row(step):
@@ -105,7 +109,9 @@ def run_model(name, args, train, ex, ey):
         rows.append({"model": name, "step": step,
                      "train_loss_nats": acc / n_acc if n_acc else math.nan,
                      "eval_loss_nats": ev, "eval_bpc": ev / math.log(2), "params": n_params,
-                     "elapsed_s": time.perf_counter() - started})
+                     "elapsed_s": time.perf_counter() - started,
+                     **{f"buffer_bits_{k}": stats.per_unit_step(k) if stats and stats.steps
+                        else math.nan for k in ("allocated", "stored", "optimal")}})
         print(f"{name:9s} step {step:4d}  train {rows[-1]['train_loss_nats']:.4f}  "
               f"eval {ev:.4f} nats ({ev / math.log(2):.3f} bpc)  "
               f"{rows[-1]['elapsed_s']:.1f} s", flush=True)
@@ -114,7 +120,7 @@ def run_model(name, args, train, ex, ey):
     for step in range(1, args.steps + 1):
         xs, ys = windows(train, args.batch, args.seq_len, gen)
         opt.zero_grad(set_to_none=True)
-        loss = train_loss(name, model, xs, ys) / xs.numel()
+        loss = train_loss(name, model, xs, ys, stats) / xs.numel()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
