@@ -37,7 +37,7 @@ def main(argv=None):
         ax2.plot(d.step, d.eval_bpc, color=color, ls=ls, marker="o", ms=3,
                  label=f"{name}: {last.eval_bpc:.3f} bpc at step {int(last.step)}")
     ax1.set_xlabel("training step")
-    ax1.set_ylabel("train loss (bits per byte, mean since previous point)")
+    ax1.set_ylabel("train loss (bits per byte)")
     ax1.set_title("training")
     ax1.legend()
     ax2.set_xlabel("training step")

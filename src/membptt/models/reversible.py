@@ -257,8 +257,13 @@ class ReversibleLanguageModel(nn.Module):
         """Fixed-point values per batch element in a state (``hidden``, or ``2 * hidden``)."""
         return self.hidden_size * self.cell.n_quantities
 
-    def initial_state(self, batch: int, *, device=None):
+    def initial_state(self, batch: int, *, device=None, dtype=None):
+        """Zero state(s), ``float64`` (``dtype`` may only be None or float64: the state holds
+        the fixed-point value exactly)."""
         _check_int("batch", batch)
+        if dtype not in (None, torch.float64):
+            raise ValueError(f"a reversible model's state is float64 (exact fixed point), got "
+                             f"dtype={dtype}")
         z = torch.zeros(batch, self.hidden_size, dtype=torch.float64,
                         device=device or self.head.weight.device)
         return (z, z.clone()) if self.kind == "lstm" else z
