@@ -256,3 +256,19 @@ def test_bad_arguments_raise_clear_errors():
     d = _model("gru", hidden=6, inp=3, dropout=0.2).train()
     with pytest.raises(RuntimeError, match="sample_dropout_masks\\(2\\)"):
         full_cache_bptt(d, d.initial_state(2), (xs, ys))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_reversible_gradients_equal_plain_autograd(cell):
+    m = _model(cell, hidden=8, inp=4, vocab=9, scale=2.0, dropout=0.3).cuda().train()
+    m.sample_dropout_masks(3)
+    xs, ys = _data(40, 3, 4, 9)
+    s0 = _state0(m, 3)
+    s0 = tuple(t.cuda() for t in s0) if isinstance(s0, tuple) else s0.cuda()
+    inputs = (xs.cuda(), ys.cuda())
+    l_rev, g_rev = _grads(m, lambda s, i: reversible_bptt(m, s, i), s0, inputs)
+    l_full, g_full = _grads(m, lambda s, i: full_cache_bptt(m, s, i), s0, inputs)
+    assert torch.equal(l_rev, l_full)
+    _assert_close(g_rev, g_full)
