@@ -288,3 +288,27 @@ def test_measured_peak_within_the_byte_budget(memory):
     assert tr.peak_bytes <= budget, (tr.peak_bytes, p.predicted_peak_bytes, budget, p.block)
     # and the prediction is not vacuous (measured here: 0.79-0.98 of it, by the block chosen)
     assert tr.peak_bytes >= 0.7 * p.predicted_peak_bytes
+
+
+# -- CUDA (skipped without a GPU) ----------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cuda_fused_segments_equal_plain_autograd(kind):
+    """Block plans on CUDA: segments run the cuDNN (or native) fused kernel with graph;
+    gradients equal plain autograd's on the same device (float64)."""
+    T = 11
+    model, s0, inputs = make(kind, T)
+    model = model.cuda()
+    s0 = (tuple(t.detach().cuda().requires_grad_() for t in s0) if kind == "lstm"
+          else s0.detach().cuda().requires_grad_())
+    inputs = (inputs[0].detach().cuda().requires_grad_(), inputs[1].cuda())
+    _, ref = grads_of(lambda: plain_bptt(model, s0, inputs)[0], model, s0, inputs)
+    for strategy, k in (("msm", 3), ("hsm", 2), ("ism", 4)):
+        lo = membptt.min_memory(strategy, T, alpha=3, beta=2, block=k).units
+        p = membptt.plan(strategy, T, lo + 2, alpha=3, beta=2, block=k)
+        st = ExecStats()
+        _, g = grads_of(lambda: bptt(model, s0, inputs, p, stats=st), model, s0, inputs)
+        assert st.segment_calls > 0
+        assert rel(g, ref) <= 1e-9
