@@ -232,7 +232,10 @@ def probe(step, state0, inputs, **kw) -> CostModel:
 # -- protocol check ---------------------------------------------------------------------------------
 
 def _tol(t):
-    return (1e-9, 1e-9) if t.dtype == torch.float64 else (2e-3, 1e-4)
+    """(rtol, atol relative to the largest value). The check is for protocol violations (a wrong
+    state, a loss off by a factor), not rounding: float32 fused kernels differ from stepped
+    cells by more than float32 rounding (cuDNN uses TF32 by default: about 1e-3 relative)."""
+    return (1e-9, 1e-9) if t.dtype == torch.float64 else (1e-2, 5e-3)
 
 
 def _differ(a, b):
