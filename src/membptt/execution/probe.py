@@ -439,13 +439,21 @@ def _run_transient(ex, h, mt):
 
 
 def _segments(ex, h1, lengths, repeats, sizes, times, extra):
-    """Fused-call measurements by length (see the module docstring)."""
+    """Fused-call measurements by length (see the module docstring).
+
+    Times are taken round-robin: each of the ``repeats`` rounds times every segment length and
+    every run length once, so a slow spell of the machine hits all lengths alike (the planner
+    compares them) instead of biasing the ones timed during it; medians over rounds."""
     T = ex.T
     fwd, bwd, stored, beta, working = [], [], [], [], []
-    for L in lengths:
-        if times:
-            f, g = [], []
-            for _ in range(repeats):
+    run_lengths = tuple(L for L in RUN_LENGTHS if L <= T - 1) or (1,)
+    run_seconds = []
+    if times:
+        f = {L: [] for L in lengths}
+        g = {L: [] for L in lengths}
+        r = {L: [] for L in run_lengths}
+        for _ in range(repeats):
+            for L in lengths:
                 ex.reset()
                 dh = tuple(torch.zeros_like(t) for t in h1)
                 ex.sync()
@@ -457,10 +465,14 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
                 ex.sync()
                 t2 = time.perf_counter()
                 del rec
-                f.append(t1 - t0)
-                g.append(t2 - t1)
-            fwd.append(statistics.median(f))
-            bwd.append(statistics.median(g))
+                f[L].append(t1 - t0)
+                g[L].append(t2 - t1)
+            for L in run_lengths:
+                r[L].append(_timed_run(ex, h1, L))
+        fwd = [statistics.median(f[L]) for L in lengths]
+        bwd = [statistics.median(g[L]) for L in lengths]
+        run_seconds = [statistics.median(r[L]) for L in run_lengths]
+    for L in lengths:
         if sizes:
             with LiveBytesTracker() as mt:
                 h, _ = ex.run(tuple(t.clone() for t in h1), 2, 2)
@@ -474,11 +486,6 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
             stored.append(int(s))
             beta.append(int(max(b, 1)))
             working.append(int(w + extra))
-    run_lengths = tuple(L for L in RUN_LENGTHS if L <= T - 1) or (1,)
-    run_seconds = []
-    if times:
-        for L in run_lengths:
-            run_seconds.append(statistics.median(_timed_run(ex, h1, L) for _ in range(repeats)))
     run_transient = 0
     if sizes:
         with LiveBytesTracker() as mt:
