@@ -25,7 +25,7 @@ def _args(argv):
 
 def test_bench_writes_one_row_per_method(tmp_path):
     out = tmp_path / "points" / "p.csv"
-    argv = ["--method", "full,full-fused,torch-checkpoint,msm", "--memory", "10%", *SMALL,
+    argv = ["--method", "full,full-fused,torch-checkpoint,msm", "--memory", "80%", *SMALL,
             "--no-rss", "--out", str(out)]
     assert run_bench(_args(argv), argv=["membptt", "bench", *argv]) == 0
     with open(out, newline="") as f:
@@ -51,7 +51,7 @@ def test_bench_writes_one_row_per_method(tmp_path):
     assert by["full"]["budget_requested"] == ""  # the budget is for plan methods only
     msm = by["msm"]
     assert msm["strategy"] == "msm" and msm["cost_model"] == "unit"
-    assert msm["budget_requested"] == "10%" and int(msm["budget_units"]) >= 1
+    assert msm["budget_requested"] == "80%" and int(msm["budget_units"]) >= 1
     assert int(msm["budget_bytes"]) > 0
     predicted, W = int(msm["predicted_peak_bytes"]), int(msm["working_set_bytes"])
     # stored states as predicted plus at most the working set; W is the bound at a chain of
