@@ -1,9 +1,11 @@
 # membptt reproduction pipeline: exact theory (DP) and measured sweeps -> tidy CSVs under
 # results/ -> figures/ (PNG and PDF) -> tables (Markdown and LaTeX) -> paper/REPORT.md.
 #
-#   snakemake all --cores 2                                   # default config (CPU, minutes)
+#   snakemake all --cores 2                     # default config; a fresh clone re-measures nothing
+#   snakemake all --forceall --cores 2          # regenerate everything, measurements included
 #   snakemake all --cores 16 --configfile experiments/config/paper.yaml
-#   snakemake all --profile profiles/slurm                    # on a Slurm cluster
+#   snakemake all --profile profiles/slurm      # on a Slurm cluster
+# profiles/default (read automatically) resumes killed runs and ignores script mtimes.
 #
 # docs/pipeline.md describes every rule, output and config key.
 

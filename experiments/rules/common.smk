@@ -162,8 +162,7 @@ BENCH_ARGS = [
     "--repeats", str(WORKLOAD["repeats"]),
     "--warmup", str(WORKLOAD["warmup"]),
     "--threads", str(WORKLOAD["threads"]),
-    "--quiet",
-]
+]  # not --quiet: the group's progress goes to its log
 if not WORKLOAD["grad_check"]:
     BENCH_ARGS.append("--no-grad-check")
 if not WORKLOAD["rss"]:

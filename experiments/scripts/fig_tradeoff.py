@@ -50,7 +50,7 @@ def main(smk):
         w = d.iloc[0]
         ax.set_title(f"T = {w.seq_len}: {w.model.upper()} {w.input_size}→{w.hidden}, batch "
                      f"{w.batch}, {w.device}; group {group}", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, smk.output)
 
 

@@ -154,7 +154,7 @@ def main(smk):
     # -- provenance ---------------------------------------------------------------------------
     metas = [json.loads(Path(p).read_text()) for p in smk.input.theory_meta]
     m0 = metas[0] if metas else {}
-    prov = [f"- Configuration: `{smk.params.config.get('name', '?')}` "
+    prov = [f"- Configuration: `{smk.params.config['name']}` "
             f"(output directory `{smk.params.outdir}`).",
             f"- Theory machine: {m0.get('machine', '?')} (host `{m0.get('hostname', '?')}`), "
             f"Python {m0.get('python_version', '?')}, numpy {m0.get('numpy_version', '?')}.",
@@ -163,9 +163,10 @@ def main(smk):
             "- Every theory CSV has a `.meta.json` beside it (rule, parameters, inputs, "
             "versions, machine, time); every measured row carries its own provenance columns "
             "(docs/results-schema.md). Per-job run times: `results/benchmarks/`."]
-    cfgname = smk.params.config.get("name", "default")
-    rerun = ("snakemake all --cores 2" if cfgname == "default" else
-             f"snakemake all --cores 2 --configfile experiments/config/{cfgname}.yaml")
+    cfgname = smk.params.config["name"]
+    rerun = ("snakemake all --forceall --cores 2" if cfgname == "default" else
+             "snakemake all --forceall --cores 2 --configfile "
+             f"experiments/config/{cfgname}.yaml")
     tpl = Template(Path(smk.input.template).read_text(encoding="utf-8"))
     text = tpl.substitute(
         config_name=cfgname,
@@ -181,8 +182,8 @@ def main(smk):
         table_bounds=read_table_md(inputs, "bounds"),
         measured=measured_md,
         provenance="\n".join(prov),
-        rerun=rerun + "        # everything\npytest tests/test_pipeline*.py   # the pipeline's "
-                      "tests (tiny config, seconds)",
+        rerun=rerun + "   # everything, measurements included\n"
+                      "pytest tests/test_pipeline*.py   # the pipeline's tests (tiny config)",
     )
     atomic_write_text(smk.output.report, text)
 

@@ -75,7 +75,11 @@ def git(args: list[str]) -> str | None:
     """``git <args>`` in this package's checkout; its stdout, or None outside a checkout."""
     here = Path(__file__).resolve().parent
     try:
-        r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        # no optional locks: `git status` must never leave an index.lock behind when the
+        # process measuring is killed (a killed run must not break the checkout)
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+        r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                           timeout=10, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() if r.returncode == 0 else None
