@@ -170,7 +170,7 @@ def test_a_killed_run_resumes_with_the_documented_commands(tmp_path):
     assert list((tmp_path / ".snakemake" / "locks").glob("*")), "expected a stale lock"
     res = snakemake(tmp_path, "--unlock", config=config)
     assert res.returncode == 0, res.stderr[-3000:]
-    res = snakemake(tmp_path, "all", "--cores", "1", config=config, timeout=600)
+    res = snakemake(tmp_path, "all", "--cores", "2", config=config, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert (tmp_path / "paper" / "REPORT.md").stat().st_size > 0
     res = snakemake(tmp_path, "all", "-n", config=config)
