@@ -13,7 +13,7 @@ def _floats(text):
 
 def test_group_rows_carry_the_group_and_per_round_ratios():
     cfg = BenchConfig(methods=["full", "full-fused", "torch-checkpoint-fused:segments=3",
-                               "msm:memory=30%"],
+                               "msm:memory=80%"],
                       workload=WorkloadConfig(seq_len=12, hidden=8, batch=2, input_size=5,
                                               classes=4),
                       repeats=4, warmup=0, rss=False, group="g1", baseline="full")

@@ -405,18 +405,21 @@ class Executor:
         return tuple(t[a - 1:b] for t in self.inputs)
 
     # -- graph-free runs
-    def run(self, h, a: int, b: int, *, need_loss: bool = False, check: bool = False):
+    def run(self, h, a: int, b: int, *, need_loss: bool = False, check: bool = False,
+            total=None):
         """Graph-free forwards of steps ``a..b`` from ``h = h_{a-1}`` (flat tuple), fused
-        through ``step.advance`` when able; returns ``(h_b, summed loss or None)``."""
+        through ``step.advance`` when able; returns ``(h_b, loss)``: with ``need_loss`` the
+        steps' losses added to ``total`` one by one in step order (so the first sweep sums
+        exactly as plain BPTT does), else ``(h_b, None)``."""
         step, stats = self.step, self.stats
-        total = None
         with torch.no_grad():
             if self.fused:
-                out, total = step.advance(self.user(h), self._xs(a, b), need_loss)
+                out, loss = step.advance(self.user(h), self._xs(a, b), need_loss)
                 stats.fused_runs += 1
                 stats.fused_steps += b - a + 1
                 if need_loss:
-                    h = self._check(f"steps {a}..{b} (step.advance)", out, total)
+                    h = self._check(f"steps {a}..{b} (step.advance)", out, loss)
+                    total = loss if total is None else total + loss
                 elif check:
                     h = self._check_state(f"steps {a}..{b} (step.advance)", out)
                 else:
@@ -441,7 +444,7 @@ class Executor:
                     for i in range(a, b + 1):
                         h = flat(step(user(h), xsteps[i - 1])[0])
                 stats.step_calls += b - a + 1
-        return h, total
+        return h, (total if need_loss else None)
 
     # -- forwards with graph
     def graph(self, h, a: int, b: int | None = None, *, link: Record | None = None,
@@ -535,9 +538,10 @@ class Executor:
 
     # -- executing a program
     def _run(self, ins: Run, first: bool):
-        h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first, check=first)
+        h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first, check=first,
+                           total=self.loss_sum)
         if first:
-            self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+            self.loss_sum = loss
         if ins.store:
             self.hidden[ins.b] = (h, self._snap())
         self.cursor = h
