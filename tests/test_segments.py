@@ -309,6 +309,6 @@ def test_cuda_fused_segments_equal_plain_autograd(kind):
         lo = membptt.min_memory(strategy, T, alpha=3, beta=2, block=k).units
         p = membptt.plan(strategy, T, lo + 2, alpha=3, beta=2, block=k)
         st = ExecStats()
-        _, g = grads_of(lambda: bptt(model, s0, inputs, p, stats=st), model, s0, inputs)
+        _, g = grads_of(lambda p=p, st=st: bptt(model, s0, inputs, p, stats=st), model, s0, inputs)
         assert st.segment_calls > 0
         assert rel(g, ref) <= 1e-9
