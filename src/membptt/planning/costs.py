@@ -236,3 +236,17 @@ class CostModel:
 
 
 UNIT_COSTS = CostModel()
+
+
+def costs_and_sizes(costs, alpha, beta):
+    """``(costs, alpha, beta)`` as the planners use them: unit costs for ``None`` (anything
+    else must be a :class:`CostModel`), and ``alpha``/``beta`` in hidden-state units from the
+    cost model's state sizes when not given."""
+    costs = UNIT_COSTS if costs is None else costs
+    if not isinstance(costs, CostModel):
+        raise ValueError(f"costs must be a membptt.CostModel, got {type(costs).__name__}")
+    if alpha is None and costs.has_sizes:
+        alpha = costs.alpha_units()
+        if beta is None and costs.beta_bytes is not None:
+            beta = costs.beta_units()
+    return costs, alpha, beta

@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 
 from .budget import VALID_FORMS, Budget, parse_memory
-from .costs import CostModel
+from .costs import CostModel, costs_and_sizes
 
 PERCENT_OF = ("stepped", "fused")
 
@@ -151,18 +151,11 @@ def min_memory(strategy: str, seq_len: int, *, alpha=None, beta=None,
     over the candidate block lengths: least bytes when sizes are known, else least units)."""
     from . import blocks
     from . import strategies as S
-    from .costs import UNIT_COSTS
 
     strat = S.get(strategy)
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
-    costs = UNIT_COSTS if costs is None else costs
-    if not isinstance(costs, CostModel):
-        raise ValueError(f"costs must be a membptt.CostModel, got {type(costs).__name__}")
-    if alpha is None and costs.has_sizes:
-        alpha = costs.alpha_units()
-        if beta is None and costs.beta_bytes is not None:
-            beta = costs.beta_units()
+    costs, alpha, beta = costs_and_sizes(costs, alpha, beta)
     ci = 1 if strat.count_initial else 0
     block = blocks.block_arg(block, strategy, costs)
     if block is None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from . import limits
 from . import strategies as S
 from .budget import VALID_FORMS, Budget, resolve
-from .costs import UNIT_COSTS, CostModel
+from .costs import CostModel, costs_and_sizes
 from .ops import format_ops, paper_trace
 from .simulate import BudgetTooSmall, SimResult, simulate_ops
 
@@ -186,13 +186,7 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
     max_ops = limits.max_ops(max_ops)
     # every plan holds a forward and a backward per step: refuse hopeless lengths at once
     limits.check_ops(2 * seq_len, max_ops, strategy=strategy, seq_len=seq_len, exact=False)
-    costs = UNIT_COSTS if costs is None else costs
-    if not isinstance(costs, CostModel):
-        raise ValueError(f"costs must be a membptt.CostModel, got {type(costs).__name__}")
-    if alpha is None and costs.has_sizes:
-        alpha = costs.alpha_units()
-        if beta is None and costs.beta_bytes is not None:
-            beta = costs.beta_units()
+    costs, alpha, beta = costs_and_sizes(costs, alpha, beta)
     alpha = _int_param("alpha", alpha, allow_none=True)
     beta = _int_param("beta", beta, allow_none=True)
     if beta is not None:
