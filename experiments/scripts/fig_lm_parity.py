@@ -9,7 +9,7 @@ import argparse
 import math
 
 import pandas as pd
-from pipeline_common import ROOT, plotting, save_figure
+from pipeline_common import ROOT, plotting, save_figure, start
 
 ORDER = ("gru", "rev-gru", "lstm", "rev-lstm")
 STYLE = {"gru": ("C0", "-"), "rev-gru": ("C0", "--"), "lstm": ("C3", "-"),
@@ -56,4 +56,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    if "snakemake" in globals():  # the pipeline's rule fig_lm_parity
+        start(snakemake)  # noqa: F821
+        main(["--csv", snakemake.input.csv,  # noqa: F821
+              "--out", snakemake.output[0][: -len(".png")]])  # noqa: F821
+    else:
+        main()
