@@ -3,7 +3,6 @@
     python experiments/scripts/fig_lm_parity.py [--csv results/lm_parity.csv] [--out figures/lm_parity]
 """
 
-from __future__ import annotations
 
 import argparse
 import math
@@ -17,7 +16,7 @@ STYLE = {"gru": ("C0", "-"), "rev-gru": ("C0", "--"), "lstm": ("C3", "-"),
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0] or None)
     ap.add_argument("--csv", default=str(ROOT / "results" / "lm_parity.csv"))
     ap.add_argument("--out", default=str(ROOT / "figures" / "lm_parity"))
     args = ap.parse_args(argv)

@@ -19,7 +19,6 @@ models ``buffer_bits_{allocated,stored,optimal}`` are the buffer's bits per stat
 in the last training iteration before the row (see :class:`membptt.models.reversible.ReversibleStats`).
 """
 
-from __future__ import annotations
 
 import argparse
 import hashlib
@@ -133,7 +132,7 @@ def run_model(name, args, train, ex, ey):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0] or None)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seq-len", type=int, default=64)
