@@ -174,7 +174,8 @@ if not WORKLOAD["rss"]:
 # its own sizes (the workload's other keys: dtype, device, seed, repeats, threads, ...):
 #   reversible_<model>_T<T>   full (the baseline: plain autograd through the same fixed-point
 #                             cell), reversible (its own backward) and every equal_memory plan
-#                             method at the reversible method's measured peak
+#                             method at the reversible method's measured peak, and MSM at
+#                             every msm_budgets budget (a point that fits when the peak cannot)
 REV = MEASURED.get("reversible", {})
 
 
@@ -193,6 +194,7 @@ def reversible_groups():
     T = REV["seq_len"]
     methods = ["full", "reversible"] + [f"{m}:memory=peak(reversible)"
                                         for m in REV["equal_memory"]]
+    methods += [f"msm:memory={b}" for b in REV["msm_budgets"]]
     return {f"reversible_{m.replace('-', '_')}_T{T}": {
                 "seq_len": T, "baseline": "full", "methods": methods,
                 "args": _with_args(BENCH_ARGS, model=m, hidden=REV["hidden"],

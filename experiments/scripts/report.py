@@ -350,8 +350,9 @@ def reversible_section(smk, pub, inputs):
     table = ["| model (group) | buffer bits / unit / step: allocated · stored · optimal | "
              f"{fbits}-bit state / buffer (allocated · stored) | peak: full / reversible | "
              "time: reversible / full | MSM at the reversible peak: peak / reversible, time / "
-             "reversible (same rounds) | gradient error (rev · MSM) |",
-             "|---|---|---|---|---|---|---|"]
+             "reversible (same rounds) | MSM at fixed budgets: peak / reversible, time / "
+             "reversible | gradient error (rev · MSM) |",
+             "|---|---|---|---|---|---|---|---|"]
     wins, bit_ratios, peak_ratios = [], [], []
     for path in csvs:
         g = groups.load(path)
@@ -390,12 +391,25 @@ def reversible_section(smk, pub, inputs):
             cell = f"{m.status}"
             sentence = (f"MSM cannot run within the reversible method's peak ({m.status}): "
                         "the reversible backward wins on memory")
-        ge = ", ".join(f"{x:.1e}" for x in [rev.grad_error] + list(msm[msm.status == "ok"]
-                                                                    .grad_error))
+        fixed = g[(g.method == "msm") & (g.status == "ok")
+                  & ~g.label.str.contains("peak(", regex=False)]
+        fixed_cells = []
+        for m in fixed.itertuples():
+            t_m = groups.ratio_between(m, rev)
+            p_m = m.peak_bytes / rev.peak_bytes
+            fixed_cells.append(f"{m.budget_requested}: ×{p_m:.2f}, ×{t_m['median']:.2f} "
+                               f"[{t_m['q1']:.2f}–{t_m['q3']:.2f}]")
+            sentence += (f"; MSM at a {m.budget_requested} budget holds ×{p_m:.2f} the reversible"
+                         f" peak and takes ×{t_m['median']:.2f} its time "
+                         f"({m.forward_ops / m.seq_len:.2f} forwards per step)")
+        ge = ", ".join(f"{x:.1e}" for x in [rev.grad_error]
+                       + list(g[(g.method != "reversible") & (g.method != "full")
+                                & (g.status == "ok")].grad_error))
         table.append(f"| {name} ({rev.group}) | {a:.2f} · {st:.2f} · {op:.2f} | "
                      f"×{fbits / a:.1f} · ×{fbits / st:.1f} | "
                      f"×{full.peak_bytes / rev.peak_bytes:.1f} | ×{t_rev['median']:.2f} "
-                     f"[{t_rev['q1']:.2f}–{t_rev['q3']:.2f}] | {cell} | {ge} |")
+                     f"[{t_rev['q1']:.2f}–{t_rev['q3']:.2f}] | {cell} | "
+                     f"{'; '.join(fixed_cells) or '—'} | {ge} |")
         wins.append(f"- **{rev.model}**: the reversible backward holds "
                     f"×{1 / (rev.peak_bytes / full.peak_bytes):.1f} less than full BPTT of the "
                     f"same cell and costs ×{t_rev['median']:.2f} its time; {sentence}.")
