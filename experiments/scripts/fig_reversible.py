@@ -4,7 +4,8 @@ Reads the reversible comparison groups (results/groups/reversible_<model>_T<T>.c
 `membptt bench` process each). Left: the information buffer's bits per state unit per step
 (allocated, stored, the paper's optimum) against the 32 bits of a float32 hidden state (the
 paper's measure). Right: measured peak live bytes against the per-round time ratio to ``full``
-of the same group, for every method of every group.
+of the same group, for every method of every group (methods that did not run, e.g. MSM when it
+cannot fit the reversible peak, are named in the legend with their status).
 """
 
 import groups
@@ -23,7 +24,7 @@ def main(smk):
     if rev.empty:
         raise SystemExit("no reversible row with status ok in " + ", ".join(smk.input.csvs))
     plt, _ = plotting()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
     width = 0.8 / len(KINDS)
     for i, kind in enumerate(KINDS):
         vals = rev[f"buffer_bits_{kind}"].astype(float)
@@ -42,14 +43,16 @@ def main(smk):
         for r in g.itertuples():
             ax2.scatter(r.peak_bytes, r.ratio_median, color=color,
                         marker=MARKERS.get(r.method, "^"), s=40)
-            ax2.annotate(r.label.split(":")[0], (r.peak_bytes, r.ratio_median), fontsize=7,
+            ax2.annotate(r.label, (r.peak_bytes, r.ratio_median), fontsize=7,
                          xytext=(4, 3), textcoords="offset points")
-        ax2.plot([], [], color=color, label=f"{model}: {g.group.iloc[0]}")
+        bad = df[(df.model == model) & (df.status != "ok")]
+        note = "".join(f"; {b.label}: {b.status}" for b in bad.itertuples())
+        ax2.plot([], [], color=color, label=f"{model}{note}")
     ax2.set_xscale("log")
     ax2.set_xlabel("measured peak live bytes (one iteration)")
     ax2.set_ylabel("time / full, same group (median over rounds)")
-    ax2.set_title("memory and time: full, reversible, MSM at the reversible peak")
-    ax2.legend(fontsize=8)
+    ax2.set_title("full BPTT, reversible backward and MSM of the same cell")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.tight_layout()
     save_figure(fig, smk.output)
 

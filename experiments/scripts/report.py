@@ -435,12 +435,15 @@ def reversible_section(smk, pub, inputs):
                              + ", ".join(f"×{r:.1f}" for r in bit_ratios)
                              + "; measured peak full / reversible: "
                              + ", ".join(f"×{r:.0f}" for r in peak_ratios),
-                     "verdict": verdict(ok_bits, "reproduced (at least)", "differs"),
+                     "verdict": verdict(ok_bits, f"reproduced (≥ {lo}× in bits)", "differs"),
                      "kind": "measured"})
     lm = find([str(p) for p in getattr(smk.input, "lm", [])], "lm_parity.csv")
     if lm:
         d = pd.read_csv(lm)
         last = d.sort_values("step").groupby("model").tail(1).set_index("model")
+        order = ("gru", "rev-gru", "lstm", "rev-lstm")
+        last = last.loc[[m for m in order if m in last.index]
+                        + sorted(set(last.index) - set(order))]
         tol = smk.params.config["report"]["lm_parity_bpc_tolerance"]
         pairs = [(b, f"rev-{b}") for b in ("gru", "lstm") if b in last.index
                  and f"rev-{b}" in last.index]
