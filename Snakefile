@@ -23,6 +23,7 @@ validate(config, "experiments/config/schema.yaml")
 include: "experiments/rules/common.smk"
 include: "experiments/rules/theory.smk"
 include: "experiments/rules/measured.smk"
+include: "experiments/rules/reversible.smk"
 include: "experiments/rules/report.smk"
 
 
@@ -32,6 +33,7 @@ rule all:
     input:
         theory_outputs(),
         measured_outputs(),
+        lm_in_all(),
         report_outputs(),
     default_target: True
 
@@ -48,3 +50,10 @@ rule measured:
     localrule: True
     input:
         measured_outputs(),
+
+
+rule lm:
+    # the language-model parity run and its figure (in `all` only with lm_parity.in_all)
+    localrule: True
+    input:
+        lm_outputs(),

@@ -7,3 +7,5 @@ THEORY_FIGURES = ("fig2a_hsm", "fig5a_ism", "fig5b_msm", "fig3_policies", "fig6_
 MEASURED_FIGURES = ("fig2b_time", "tradeoff_memory_time", "predicted_vs_measured")
 THEORY_TABLES = ("cost_per_step", "paper_values", "crossovers", "bounds")
 MEASURED_TABLES = ("equal_memory", "measured_points")
+REVERSIBLE_FIGURES = ("reversible_memory_time",)  # the reversible comparison groups
+LM_FIGURES = ("lm_parity",)  # the language-model parity run (lm_parity.py)

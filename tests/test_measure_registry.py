@@ -8,6 +8,7 @@ from torch import nn
 from membptt.measure import METHODS, WorkloadConfig, grad_error, make_workload
 from membptt.measure.bench import BenchConfig, run_point
 from membptt.measure.methods import (
+    Infeasible,
     Method,
     TorchCheckpoint,
     make_method,
@@ -186,3 +187,48 @@ def test_checkpoint_classes_share_one_implementation():
         assert issubclass(METHODS[name], TorchCheckpoint)
     assert {(METHODS[n].fused, METHODS[n].reentrant) for n in CHECKPOINTS} == {
         (False, False), (False, True), (True, False), (True, True)}
+
+
+# -- reversible models (MacKay et al. 2018): their own backward beside full and MSM ------------
+
+@pytest.mark.parametrize("model", ["rev-gru", "rev-lstm"])
+def test_reversible_group_full_reversible_msm_at_its_peak(model):
+    """One tiny group: the reversible backward and MSM at the reversible method's measured peak
+    give plain autograd's gradients (float32 parameters, float64 fixed-point state)."""
+    cfg = BenchConfig(methods=["full", "reversible", "msm:memory=peak(reversible)"],
+                      workload=WorkloadConfig(model=model, seq_len=12, hidden=8, batch=8,
+                                              input_size=5, classes=4),
+                      repeats=1, warmup=0, rss=False)
+    rows, code = run_point(cfg, log=lambda *a: None)
+    by = {r["label"]: r for r in rows}
+    assert code == 0
+    assert all(r["status"] == "ok" for r in rows), [(r["label"], r["message"]) for r in rows]
+    rev, msm = by["reversible"], by["msm:memory=peak(reversible)"]
+    for r in (rev, msm):
+        assert r["grad_error"] <= 1e-5, r  # float32 gates; the state is exact float64
+        assert r["loss"] == pytest.approx(by["full"]["loss"], rel=1e-6)
+    units = 8 * (2 if model == "rev-lstm" else 1)
+    assert rev["state_units"] == units
+    # the buffer: the information it holds fits in what it allocates (64 bits per int64)
+    assert 0 < rev["buffer_bits_optimal"] <= rev["buffer_bits_allocated"]
+    assert 0 < rev["buffer_bits_stored"] <= rev["buffer_bits_allocated"]
+    assert rev["buffer_bytes"] * 8 == pytest.approx(rev["buffer_bits_allocated"] * 12 * 8 * units)
+    # a byte budget bounds the whole measured peak; MSM recomputes to fit it
+    assert msm["peak_bytes"] <= rev["peak_bytes"] and msm["forward_ops"] > 12
+    assert rev["peak_bytes"] < by["full"]["peak_bytes"]
+
+
+def test_reversible_method_needs_a_reversible_model():
+    w = make_workload(WorkloadConfig(model="gru", seq_len=4, hidden=4, batch=1, input_size=3,
+                                     classes=3))
+    with pytest.raises(Infeasible, match="model 'gru' has none.*rev-gru, rev-lstm"):
+        make_method("reversible", w).prepare()
+
+
+def test_reversible_state_is_float64_with_float32_parameters():
+    w = make_workload(WorkloadConfig(model="rev-lstm", seq_len=4, hidden=6, batch=3,
+                                     input_size=3, classes=3))
+    assert all(p.dtype == torch.float32 for p in w.parameters())
+    h, c = w.state0
+    assert h.dtype == c.dtype == torch.float64 and h.shape == c.shape == (3, 6)
+    assert get_model("rev-gru").extras["reversible_bptt"] is not None

@@ -51,7 +51,12 @@ TINY = {
                                             "torch-checkpoint-reentrant"],
                      "segments": [2], "plan_methods": ["msm"], "budgets": ["90%"],
                      "equal_memory": ["msm"]},
+        "reversible": {"enabled": True, "models": ["rev-gru"], "seq_len": 12, "hidden": 8,
+                       "input_size": 5, "classes": 4, "batch": 8, "equal_memory": ["msm"],
+                       "msm_budgets": ["50%"]},
     },
+    "lm_parity": {"in_all": True, "steps": 2, "seq_len": 8, "batch": 2, "embed": 4, "hidden": 8,
+                  "eval_every": 1, "eval_streams": 2, "eval_len": 8},
 }
 
 THEORY_COLUMNS = {
@@ -81,13 +86,15 @@ MEASURED_COLUMNS = {"group", "group_baseline", "label", "method", "model", "seq_
                     "hostname", "timestamp", "command"}
 sys.path.insert(0, str(ROOT / "experiments"))
 from targets import (  # noqa: E402  (the one list of figures and tables)
+    LM_FIGURES,
     MEASURED_FIGURES,
     MEASURED_TABLES,
+    REVERSIBLE_FIGURES,
     THEORY_FIGURES,
     THEORY_TABLES,
 )
 
-FIGURES = [*THEORY_FIGURES, *MEASURED_FIGURES]
+FIGURES = [*THEORY_FIGURES, *MEASURED_FIGURES, *REVERSIBLE_FIGURES, *LM_FIGURES]
 TABLES = [*THEORY_TABLES, *MEASURED_TABLES]
 GROUPS = {"fig2b_T8": ["full", "hsm:memory=3"],
           "tradeoff_T8": ["full", "full-fused", "torch-checkpoint-fused",
@@ -201,6 +208,27 @@ def test_report_is_regenerated_with_verdicts(run):
     assert "WARNING" not in text  # one host: no mixed-runs warning
     for fig in ("fig2a_hsm", "fig6_hsm_ism_msm", "fig2b_time"):
         assert f"../figures/{fig}.png" in text
+
+
+def test_reversible_group_and_lm_parity(run):
+    """The reversible group (its own CSV, not aggregated) and the LM run, in the report."""
+    work, _ = run
+    g = pd.read_csv(work / "results" / "groups" / "reversible_rev_gru_T12.csv")
+    assert list(g.label) == ["full", "reversible", "msm:memory=peak(reversible)",
+                             "msm:memory=50%"]
+    ok = g[g.status == "ok"].set_index("label")
+    assert {"full", "reversible", "msm:memory=50%"} <= set(ok.index), g[["label", "message"]]
+    assert (ok.grad_error < 1e-4).all() and (ok.group_baseline == "full").all()
+    rev = ok.loc["reversible"]
+    assert rev.state_units == 8 and 0 < rev.buffer_bits_stored <= rev.buffer_bits_allocated
+    assert "reversible" not in set(pd.read_csv(work / "results" / "measured.csv").method)
+    lm = pd.read_csv(work / "results" / "lm_parity.csv")
+    assert set(lm.model) == {"gru", "rev-gru", "lstm", "rev-lstm"} and lm.step.max() == 2
+    text = (work / "paper" / "REPORT.md").read_text()
+    published = PUBLISHED["reversible_rnn"]["activation_memory_reduction"]
+    assert f"reduce activation memory {published[0]}–{published[1]}×" in text
+    assert "reach comparable performance" in text
+    assert "../figures/reversible_memory_time.png" in text and "**rev-gru**" in text
 
 
 def test_rerun_recomputes_only_what_is_missing(run):

@@ -44,8 +44,10 @@ ALL_CORES = 1024
 sys.path.insert(0, os.path.join(workflow.basedir, "experiments"))
 from targets import (  # noqa: E402
     FIG_EXT,
+    LM_FIGURES,
     MEASURED_FIGURES,
     MEASURED_TABLES,
+    REVERSIBLE_FIGURES,
     THEORY_FIGURES,
     THEORY_TABLES,
 )
@@ -148,7 +150,6 @@ def measured_groups():
     return groups
 
 
-GROUPS = measured_groups()
 DEVICE = WORKLOAD["device"]
 BENCH_ARGS = [
     "--model", WORKLOAD["model"],
@@ -169,8 +170,50 @@ if not WORKLOAD["rss"]:
     BENCH_ARGS.append("--no-rss")
 
 
+# The reversible groups (measured.reversible): one group per reversible model, on that model at
+# its own sizes (the workload's other keys: dtype, device, seed, repeats, threads, ...):
+#   reversible_<model>_T<T>   full (the baseline: plain autograd through the same fixed-point
+#                             cell), reversible (its own backward) and every equal_memory plan
+#                             method at the reversible method's measured peak, and MSM at
+#                             every msm_budgets budget (a point that fits when the peak cannot)
+REV = MEASURED.get("reversible", {})
+
+
+def _with_args(args, **values):
+    """``args`` with the value after each ``--key`` replaced (``input_size`` -> --input-size)."""
+    args = list(args)
+    for key, value in values.items():
+        args[args.index("--" + key.replace("_", "-")) + 1] = str(value)
+    return args
+
+
+def reversible_groups():
+    """{group name: {"seq_len", "baseline", "methods", "args"}} of measured.reversible."""
+    if not (MEASURED["enabled"] and REV.get("enabled")):
+        return {}
+    T = REV["seq_len"]
+    methods = ["full", "reversible"] + [f"{m}:memory=peak(reversible)"
+                                        for m in REV["equal_memory"]]
+    methods += [f"msm:memory={b}" for b in REV["msm_budgets"]]
+    return {f"reversible_{m.replace('-', '_')}_T{T}": {
+                "seq_len": T, "baseline": "full", "methods": methods,
+                "args": _with_args(BENCH_ARGS, model=m, hidden=REV["hidden"],
+                                   input_size=REV["input_size"], classes=REV["classes"],
+                                   batch=REV["batch"])}
+            for m in REV["models"]}
+
+
+REV_GROUPS = reversible_groups()
+GROUPS = {**measured_groups(), **REV_GROUPS}
+
+
 def group_csvs():
-    return [out("results", "groups", f"{g}.csv") for g in GROUPS]
+    """The groups aggregated into results/measured.csv (the reversible ones stay apart)."""
+    return [out("results", "groups", f"{g}.csv") for g in GROUPS if g not in REV_GROUPS]
+
+
+def reversible_csvs():
+    return [out("results", "groups", f"{g}.csv") for g in REV_GROUPS]
 
 
 def measured_benchmarks():
@@ -188,7 +231,27 @@ def measured_outputs():
         files += figure(name)
     for name in MEASURED_TABLES:
         files += table(name)
+    if REV_GROUPS:
+        files += reversible_csvs()
+        for name in REVERSIBLE_FIGURES:
+            files += figure(name)
     return files
+
+
+# -- language-model parity (lm_parity.py): its own target; in `all` only with lm_parity.in_all
+LM = config.get("lm_parity", {})
+LM_CSV = out("results", "lm_parity.csv")
+
+
+def lm_outputs():
+    files = [LM_CSV]
+    for name in LM_FIGURES:
+        files += figure(name)
+    return files
+
+
+def lm_in_all():
+    return lm_outputs() if LM.get("in_all") else []
 
 
 # -- report ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ rule bench_group:
         seq_len=lambda w: GROUPS[w.group]["seq_len"],
         baseline=lambda w: GROUPS[w.group]["baseline"],
         methods=lambda w: GROUPS[w.group]["methods"],
-        args=BENCH_ARGS,
+        args=lambda w: GROUPS[w.group].get("args", BENCH_ARGS),
     threads: ALL_CORES
     resources:
         gpu=1 if DEVICE.startswith("cuda") else 0,

@@ -13,6 +13,8 @@ rule report:
         figures=[f for name in THEORY_FIGURES for f in figure(name)],
         measured=measured_outputs(),
         benchmarks=measured_benchmarks(),
+        reversible=reversible_csvs(),
+        lm=lm_in_all(),
     output:
         report=out("paper/REPORT.md"),
     params:

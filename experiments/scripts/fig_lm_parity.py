@@ -3,13 +3,12 @@
     python experiments/scripts/fig_lm_parity.py [--csv results/lm_parity.csv] [--out figures/lm_parity]
 """
 
-from __future__ import annotations
 
 import argparse
 import math
 
 import pandas as pd
-from pipeline_common import ROOT, plotting, save_figure
+from pipeline_common import ROOT, plotting, save_figure, start
 
 ORDER = ("gru", "rev-gru", "lstm", "rev-lstm")
 STYLE = {"gru": ("C0", "-"), "rev-gru": ("C0", "--"), "lstm": ("C3", "-"),
@@ -17,7 +16,7 @@ STYLE = {"gru": ("C0", "-"), "rev-gru": ("C0", "--"), "lstm": ("C3", "-"),
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0] or None)
     ap.add_argument("--csv", default=str(ROOT / "results" / "lm_parity.csv"))
     ap.add_argument("--out", default=str(ROOT / "figures" / "lm_parity"))
     args = ap.parse_args(argv)
@@ -56,4 +55,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    if "snakemake" in globals():  # the pipeline's rule fig_lm_parity
+        start(snakemake)  # noqa: F821
+        main(["--csv", snakemake.input.csv,  # noqa: F821
+              "--out", snakemake.output[0][: -len(".png")]])  # noqa: F821
+    else:
+        main()

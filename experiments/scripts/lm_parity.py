@@ -2,6 +2,7 @@
 
     python experiments/scripts/lm_parity.py            # writes results/lm_parity.csv
     python experiments/scripts/fig_lm_parity.py        # figures/lm_parity.{png,pdf}
+    snakemake lm --cores 2                             # both, from the config's lm_parity keys
 
 The corpus needs no download: the bytes of a fixed list of Python standard-library source files
 (:data:`CORPUS_FILES`, read from ``sysconfig.get_paths()["stdlib"]``, concatenated in that
@@ -18,7 +19,6 @@ models ``buffer_bits_{allocated,stored,optimal}`` are the buffer's bits per stat
 in the last training iteration before the row (see :class:`membptt.models.reversible.ReversibleStats`).
 """
 
-from __future__ import annotations
 
 import argparse
 import hashlib
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from pipeline_common import ROOT, provenance, write_csv
+from pipeline_common import ROOT, provenance, start, write_csv
 
 from membptt.execution.executor import plain_bptt
 from membptt.models import GRULanguageModel, LSTMLanguageModel, make_reversible_lm, reversible_bptt
@@ -132,7 +132,7 @@ def run_model(name, args, train, ex, ey):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0] or None)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seq-len", type=int, default=64)
@@ -169,7 +169,8 @@ def main(argv=None):
     t0 = time.time()
     rows = [r for m in models for r in run_model(m, args, train, ex, ey)]
     prov = provenance()
-    meta = {"command": " ".join(["python", *sys.argv]), "hostname": prov["hostname"],
+    cmd = sys.argv if argv is None else ["experiments/scripts/lm_parity.py", *argv]
+    meta = {"command": " ".join(["python", *cmd]), "hostname": prov["hostname"],
             "machine": prov["machine"], "torch_version": prov["torch_version"],
             "python_version": prov["python_version"], "git_commit": prov["git_commit"],
             "git_dirty": prov["git_dirty"],
@@ -183,4 +184,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    if "snakemake" in globals():  # the pipeline's rule lm_parity: options from the config
+        start(snakemake)  # noqa: F821
+        main([*snakemake.params.args, "--out", snakemake.output.csv])  # noqa: F821
+    else:
+        main()

@@ -31,7 +31,11 @@ Methods:
   (forward 1, backward 2), i.e. the paper's algorithms on real byte sizes; ``full-plan`` is
   standard BPTT through the executor (it ignores the budget: executor overhead vs ``full``);
 * ``msm-measured`` (and ``hsm-measured``, ``chen-measured``): the same strategy planned on the
-  *measured* cost model of ``membptt.probe`` (times of fused runs, graph forwards, backwards).
+  *measured* cost model of ``membptt.probe`` (times of fused runs, graph forwards, backwards);
+* ``reversible``: a reversible model's own backward (``rev-gru``, ``rev-lstm``: MacKay et al.
+  2018), found in the registry entry's ``extras["reversible_bptt"]``; it stores no state and
+  reconstructs each one from the next with its information buffer. Infeasible on a model
+  without one. ``full`` and the plan methods run the same reversible cell as an ordinary step.
 """
 
 from __future__ import annotations
@@ -164,6 +168,51 @@ class FullFused(Method):
     def info(self):
         T = self.w.config.seq_len
         return {"forward_ops": T, "backward_ops": T, "params": "fused"}
+
+
+class Reversible(Method):
+    """A reversible model's own backward: ``extras["reversible_bptt"](model, state0, inputs,
+    stats=...)`` of the model's registry entry (:func:`membptt.models.reversible_bptt`).
+
+    Its forward keeps only ``h_T`` and the information buffers; its backward reconstructs every
+    state and rebuilds one step's graph at a time. The gradients equal plain autograd through
+    the same fixed-point forward (``full``). ``info()`` adds the buffer after the last run:
+    ``buffer_bits_{allocated,stored,optimal}`` (bits per state unit per step, to set beside the
+    32 bits of a float32 hidden state), ``buffer_bytes`` and ``state_units`` (fixed-point values
+    per batch element: ``hidden`` for RevGRU, ``2 * hidden`` for RevLSTM). Caveat: the state of
+    a reversible model is ``float64`` whatever the workload's dtype.
+    """
+
+    name = "reversible"
+
+    def prepare(self):
+        extras = self.w.entry.extras if self.w.entry is not None else {}
+        fn = extras.get("reversible_bptt")
+        if fn is None:
+            model = self.w.entry.name if self.w.entry is not None else type(self.w.model).__name__
+            raise Infeasible(f"{self.name} needs a reversible backward, and model {model!r} has "
+                             "none (its registry entry's extras lack 'reversible_bptt'; "
+                             "reversible models: rev-gru, rev-lstm)")
+        self._backward = fn
+        self.stats = extras["stats"]() if "stats" in extras else None
+
+    def run(self):
+        kw = {} if self.stats is None else {"stats": self.stats}
+        loss = self._backward(self.w.model, self.w.state0, self.w.inputs, **kw)
+        loss.backward()
+        return loss.detach()
+
+    def info(self):
+        T = self.w.config.seq_len
+        # forward ops: the first sweep and one forward with graph per step; the T inverses apart
+        d = {"forward_ops": 2 * T, "backward_ops": T, "params": f"inverse_ops={T}"}
+        st = self.stats
+        if st is not None and st.steps:
+            d.update({f"buffer_bits_{k}": st.per_unit_step(k)
+                      for k in ("allocated", "stored", "optimal")})
+            d["buffer_bytes"] = st.buffer_bytes
+            d["state_units"] = st.units // self.w.config.batch
+        return d
 
 
 def balanced_segments(t: int, k: int) -> list[int]:
@@ -471,6 +520,7 @@ METHODS: dict[str, type[Method]] = {
     "chen-measured": _plan_method("chen", measured=True),
     "hsm-measured": _plan_method("hsm", measured=True),
     "msm-measured": _plan_method("msm", measured=True),
+    "reversible": Reversible,
 }
 
 

@@ -41,6 +41,9 @@ COLUMNS: tuple[str, ...] = (
     "predicted_time_s",
     "hidden_bytes", "internal_bytes", "beta_bytes",
     "probe_run_fixed_s", "probe_run_per_step_s", "probe_forward_graph_s", "probe_backward_s",
+    # a reversible model's information buffer (method reversible)
+    "buffer_bits_allocated", "buffer_bits_stored", "buffer_bits_optimal", "buffer_bytes",
+    "state_units",
     # time
     "time_median_s", "time_iqr_s", "time_q1_s", "time_q3_s", "time_min_s", "repeats", "warmup",
     "time_samples_s",

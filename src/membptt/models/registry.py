@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .reversible import ReversibleStats, make_reversible_lm, reversible_bptt
 from .rnn import GRULanguageModel, LSTMLanguageModel, RNNLanguageModel
 from .synthetic import synthetic_task
 
@@ -116,6 +117,18 @@ def _rnn_entry(name: str, cls: type[nn.Module], description: str) -> ModelEntry:
         description=description)
 
 
+def _reversible_entry(name: str, description: str) -> ModelEntry:
+    """A reversible LM (:mod:`membptt.models.reversible`): its state is ``float64`` whatever the
+    parameters' dtype (``initial_state`` makes it so: the fixed-point value must be exact), it
+    has no fused segment, and ``extras`` holds its own backward (``reversible_bptt(model,
+    state0, inputs, stats=...)``) and the stats class that backward fills (``stats``)."""
+    return ModelEntry(
+        name,
+        build=lambda c: make_reversible_lm(name, c.input_size, c.hidden, c.classes, embed=True),
+        description=description,
+        extras={"reversible_bptt": reversible_bptt, "stats": ReversibleStats})
+
+
 MODELS: dict[str, ModelEntry] = {}
 
 
@@ -144,6 +157,10 @@ register_model(_rnn_entry("lstm", LSTMLanguageModel,
                           "token embedding, nn.LSTMCell, linear head, summed cross-entropy"))
 register_model(_rnn_entry("gru", GRULanguageModel,
                           "token embedding, nn.GRUCell, linear head, summed cross-entropy"))
+register_model(_reversible_entry("rev-gru", "token embedding, RevGRU (MacKay et al. 2018; "
+                                 "float64 fixed-point state, even hidden), linear head"))
+register_model(_reversible_entry("rev-lstm", "token embedding, RevLSTM (MacKay et al. 2018; "
+                                 "float64 fixed-point (h, c), even hidden), linear head"))
 
 
 def state_leaves(state) -> list[torch.Tensor]:
