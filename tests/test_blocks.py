@@ -206,7 +206,8 @@ def test_stored_block_costs_its_measured_bytes():
     """A plan that stores every block as internal: the stored peak is the sum of the stored
     segments' measured bytes (first block beta form: h_0 is the caller's), the core free."""
     costs = fused_costs()
-    p = membptt.plan("ism", 32, "100%", costs=costs, block=8)
+    p = membptt.plan("ism", 32, f"{32 * costs.internal_bytes + costs.working_bytes}B",
+                     costs=costs, block=8)
     seg = costs.segments
     j = seg.lengths.index(8)
     assert format_ops(p.block_ops).startswith("F1+I F2+I F3+I F4(c)")
@@ -216,7 +217,8 @@ def test_stored_block_costs_its_measured_bytes():
 
 def test_ragged_block_priced_at_its_length():
     costs = fused_costs()
-    p = membptt.plan("msm", 21, "100%", costs=costs, block=8)  # blocks of 8, 8, 5
+    p = membptt.plan("msm", 21, f"{21 * costs.internal_bytes + costs.working_bytes}B",
+                     costs=costs, block=8)  # blocks of 8, 8, 5
     seg = costs.segments
     assert block_bounds(21, 8) == [0, 8, 16, 21]
     assert p.fused_backward_cost == pytest.approx(2 * seg.at("backward", 8)

@@ -169,7 +169,7 @@ def test_fused_rnn_step_adapter_equals_the_users_own_training_step(rnn_cls, laye
         p_.grad = None
     costs = measure_step(step, s0, (x, y), repeats=1, chain=2,
                          segment_lengths=(1, 2, 4)).costs
-    plan = membptt.plan("msm", T, "40%", costs=costs)
+    plan = membptt.plan("msm", T, "60%", costs=costs)
     assert plan.block in (1, 2, 4)
     st = ExecStats()
     loss = bptt(step, s0, (x, y), plan, stats=st)
@@ -286,8 +286,9 @@ def test_measured_peak_within_the_byte_budget(memory):
     budget = p.budget.bytes
     assert p.predicted_peak_bytes <= budget
     assert tr.peak_bytes <= budget, (tr.peak_bytes, p.predicted_peak_bytes, budget, p.block)
-    # and the prediction is not vacuous (measured here: 0.79-0.98 of it, by the block chosen)
-    assert tr.peak_bytes >= 0.7 * p.predicted_peak_bytes
+    # and the prediction is not vacuous (measured here: 0.5-0.98 of it, by the block chosen:
+    # the working set is the largest over a lone core, chains and a fused run's transient)
+    assert tr.peak_bytes >= 0.4 * p.predicted_peak_bytes
 
 
 # -- CUDA (skipped without a GPU) ----------------------------------------------------------------

@@ -480,7 +480,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
                 del rec, h
                 ex.reset()
                 h = tuple(t.clone() for t in h1)
-                w = chain_working_bytes(ex, h, mt, (1, 2), segment=L)
+                w = chain_working_bytes(ex, h, mt, (1, 2, 3), segment=L)
                 ex.reset()
                 del h
             stored.append(int(s))

@@ -14,10 +14,14 @@ When the cost model carries a working set, a byte or percentage budget bounds
 
 **What a percentage is of** (``percent_of``):
 
-* ``"stepped"`` (default): the bytes plain stepped BPTT holds, ``T * internal_bytes +
-  working_bytes`` (``T * internal_bytes`` when no working set is known, which is the
-  full-cache memory of :mod:`~membptt.planning.budget`; ``alpha * T`` units without sizes;
-  the segments' 1-step ``stored_bytes`` / ``working_bytes`` stand in for missing step values);
+* ``"stepped"`` (default): the bytes plain stepped BPTT holds, ``T * beta_bytes +
+  working_bytes`` when a working set is known (each step's saved tensors share their input
+  state with the previous step's output, so a chain of ``T`` stored steps costs ``beta_bytes``
+  each: measured at T = 1000, hidden 256, batch 64, this is within 2 % of plain BPTT's
+  measured peak, where ``T * internal_bytes`` was 24 % above it); ``T * internal_bytes``
+  when no working set is known, which is the full-cache memory of
+  :mod:`~membptt.planning.budget`; ``alpha * T`` units without sizes; the segments' 1-step
+  ``stored_bytes`` / ``beta_bytes`` / ``working_bytes`` stand in for missing step values);
 * ``"fused"``: the bytes fused full BPTT (one ``T``-step call with graph, backpropagated at
   once) holds, estimated from the segment measurements: ``working_bytes(T)`` interpolated when
   ``T`` is at most the longest measured length ``L``; beyond it, ``working_bytes(L) + (T - L) *
@@ -56,21 +60,24 @@ def fused_bptt_bytes(seq_len: int, costs: CostModel) -> int:
 
 
 def stepped_bptt_bytes(seq_len: int, costs: CostModel) -> int | None:
-    """``T * internal_bytes + working_bytes`` (working set 0 when unknown); None without sizes.
+    """``T * beta_bytes + working_bytes`` with a known working set, else ``T *
+    internal_bytes`` (module docstring); None without sizes.
 
     Where the step values are missing and segments are given, the segments' 1-step values
     stand in (a fused call of one step is the stepped call)."""
     seg = costs.segments
     if costs.has_sizes:
-        internal = costs.internal_bytes
+        internal, beta = costs.internal_bytes, costs.beta_bytes
     elif seg is not None:
-        internal = seg.stored_bytes[0]
+        internal, beta = seg.stored_bytes[0], seg.beta_bytes[0]
     else:
         return None
     work = costs.working_bytes
+    if work is None and seg is not None:
+        work = seg.working_bytes[0]
     if work is None:
-        work = seg.working_bytes[0] if seg is not None else 0
-    return seq_len * internal + work
+        return seq_len * internal
+    return seq_len * (beta if beta is not None else internal) + work
 
 
 def reference_bytes(seq_len: int, costs: CostModel, percent_of: str) -> tuple[int | None, str]:
