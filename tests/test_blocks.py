@@ -240,9 +240,10 @@ def test_step_level_budget_holds_working_set():
     p = membptt.plan("msm", 100, "40kB", costs=costs)
     assert p.budget.units == math.floor((40_000 - 12 * HB) / HB) + 1
     assert p.predicted_peak_bytes == p.peak_bytes + 12 * HB <= 40_000
-    # the percentage is of stepped BPTT's bytes, working set included
+    # the percentage is of stepped BPTT's bytes, working set included: T stored steps each
+    # holding beta bytes (their input is the previous step's output), plus the working set
     q = membptt.plan("msm", 100, "10%", costs=costs)
-    assert q.budget.bytes == int(0.1 * (100 * 5 * HB + 12 * HB))
+    assert q.budget.bytes == int(0.1 * (100 * 4 * HB + 12 * HB))
     # without a working set the rules are unchanged
     r = membptt.plan("msm", 100, "10%", costs=fused_costs(segments=None, working_bytes=None))
     assert r.budget.bytes == 0.1 * 100 * 5 * HB and r.predicted_peak_bytes is None
@@ -346,7 +347,7 @@ def test_stepped_percent_from_segments_alone():
     """Without step sizes, the segments' 1-step values stand in for stepped BPTT's bytes."""
     seg = segments()
     p = membptt.plan("msm", 40, "20%", costs=CostModel(hidden_bytes=HB, segments=seg))
-    assert p.budget.bytes == int(0.2 * (40 * seg.stored_bytes[0] + seg.working_bytes[0]))
+    assert p.budget.bytes == int(0.2 * (40 * seg.beta_bytes[0] + seg.working_bytes[0]))
     assert p.predicted_peak_bytes <= p.budget.bytes and p.info["k_measured"]
 
 
