@@ -77,7 +77,7 @@ def front_peaks(wc: WorkloadConfig, ks, threads) -> dict:
     return out
 
 
-def build_methods(args, peaks: dict, plain_bytes: int) -> tuple[list[str], dict]:
+def build_methods(args, peaks: dict) -> tuple[list[str], dict]:
     """Method specs of the group and the role of each membptt point."""
     specs = ["full", "full-fused"]
     for k in args.ks:
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
                         device=args.device)
     t0 = time.time()
     peaks = front_peaks(wc, args.ks, args.threads)
-    specs, roles = build_methods(args, peaks, 0)
+    specs, roles = build_methods(args, peaks)
     print(f"[peers] {len(specs)} methods in one group; front peaks (MiB): "
           + ", ".join(f"{m.split('-')[-1]} K={k}: {p / 2**20:.2f}" for (m, k), p in peaks.items()),
           flush=True)

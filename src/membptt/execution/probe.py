@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..planning.costs import CostModel
+from ..planning.costs import CostModel, SegmentCosts
 from .executor import Executor
 from .memtrack import LiveBytesTracker, state_bytes
 
@@ -208,12 +208,8 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
 
 def _cost_model(fixed, per, t_graph, t_back, hidden, internal, beta, working, seg):
     kw = dict(run_fixed=fixed, run_per_step=per, forward_graph=t_graph, backward=t_back,
-              hidden_bytes=hidden, internal_bytes=internal, beta_bytes=beta)
-    try:  # the planner's fused-segment model (membptt.planning.costs.SegmentCosts)
-        from ..planning.costs import SegmentCosts
-    except ImportError:  # pragma: no cover - an older planning package
-        return CostModel(**kw)
-    kw["working_bytes"] = working
+              hidden_bytes=hidden, internal_bytes=internal, beta_bytes=beta,
+              working_bytes=working)
     if seg is not None and seg.get("stored_bytes") is not None and seg.get("forward"):
         kw["segments"] = SegmentCosts(**seg)
     return CostModel(**kw)

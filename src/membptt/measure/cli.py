@@ -180,16 +180,19 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
     _size_ratio("beta", args.beta)
     if args.alpha is not None and args.beta is not None and args.beta > args.alpha:
         raise ValueError(f"--beta must be <= --alpha, got beta={args.beta} > alpha={args.alpha}")
-    memory = args.memory
-    if memory is not None:
+    def checked(budget, where):
+        """The budget's kind, refused (naming ``where``) when unparsable or not positive."""
         try:
-            kind, value = parse_memory(str(memory))
+            kind, value = parse_memory(str(budget))
         except ValueError as e:
-            raise ValueError(f"--memory: {e}") from None
+            raise ValueError(f"{where}: {e}") from None
         if value <= 0:
-            raise ValueError(f"--memory {memory!r} must be positive (at least 1 unit)")
-        if kind == "units":
-            memory = int(str(memory).strip())
+            raise ValueError(f"{where} {budget!r} must be positive (at least 1 unit)")
+        return kind
+
+    memory = args.memory
+    if memory is not None and checked(memory, "--memory") == "units":
+        memory = int(str(memory).strip())
     for m in methods:
         name, own = specs[m]
         cls = METHODS[name]
@@ -200,12 +203,7 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
                              f"step needs three steps), got {args.seq_len}")
         mine = own.get("memory", memory)
         if mine is not None and peak_reference(mine) is None:
-            try:
-                kind, value = parse_memory(str(mine))
-            except ValueError as e:
-                raise ValueError(f"--method {m}: memory: {e}") from None
-            if value <= 0:
-                raise ValueError(f"--method {m}: memory {mine!r} must be positive")
+            checked(mine, f"--method {m}: memory")
         if (mine is None and not cls.ignores_budget
                 and STRATEGIES[cls.strategy].needs_memory):
             raise ValueError(f"--method {m} needs --memory (units, bytes or a percentage, "
