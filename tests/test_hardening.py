@@ -201,6 +201,61 @@ def test_solve_without_a_limit_and_with_one():
         membptt.plan("hsm", 10, 3, max_table_bytes=0)
 
 
+def test_dp_work_limit_abandons_a_long_table_deterministically():
+    """The DP counts its work (evaluations, search intervals, cells): a table above max_dp_work
+    is abandoned with a PlanTooLarge naming the limit and the ways out; the count does not
+    depend on the machine, so the same table is refused at any limit below its work and built
+    at any limit at or above it."""
+    dp.clear_cache()
+    fam = dp.msm_family(2, 2)
+    tab = dp.solve(3000, 20, fam)
+    assert tab.work >= tab.evals + 3000 * 20  # every cell counts
+    assert dp.solve(3000, 20, fam, max_work=tab.work).work == tab.work
+    with pytest.raises(PlanTooLarge) as e:
+        dp.solve(3000, 20, fam, max_work=tab.work - 1)
+    msg = str(e.value)
+    assert "max_dp_work" in msg and "--max-dp-work" in msg and f"{tab.work - 1:,}" in msg
+    with pytest.raises(PlanTooLarge, match="max_dp_work"):
+        membptt.plan("msm", 3000, 20, alpha=2, max_dp_work=tab.work - 1)
+    assert membptt.plan("msm", 3000, 20, alpha=2, max_dp_work=tab.work).memory == 20
+    with pytest.raises(ValueError, match="max_dp_work"):
+        membptt.plan("msm", 3000, 20, alpha=2, max_dp_work=0)
+    dp.clear_cache()
+
+
+def test_dp_work_limit_numpy_backend():
+    fam = dp.hsm_family()
+    tab = dp.solve(200, 6, fam, use="numpy")
+    with pytest.raises(PlanTooLarge, match="max_dp_work"):
+        dp.solve(200, 6, fam, use="numpy", max_work=tab.work // 2)
+
+
+def test_cached_table_grows_only_within_the_work_limit():
+    """A cached table is grown to cover a new request only when the grown table fits the work
+    limit; otherwise the request alone is solved (and answered)."""
+    dp.clear_cache()
+    fam = dp.hsm_family()
+    small = dp.table(400, 30, fam)
+    alone = dp.solve(2000, 5, fam)
+    grown = dp.solve(2000, 30, fam)
+    assert grown.work > alone.work
+    tab = dp.table(2000, 5, fam, max_work=alone.work)
+    assert (tab.T, tab.M) == (2000, 5) and small.T == 400
+    dp.clear_cache()
+
+
+@pytest.mark.parametrize("args", [
+    ["--strategy", "msm", "--seq-len", "200000", "--memory", "60", "--alpha", "2"],
+    ["--strategy", "hsm", "--seq-len", "100000", "--memory", "100"],
+])
+def test_slow_tables_are_refused_by_the_work_limit(capsys, args):
+    """These took 9.8 s and 15 s of CPU (issue 11); now the work limit refuses them after
+    4 x 10^8 units (about 3 s here), with a one-line error."""
+    code, _, err = _cli(["plan", *args], capsys)
+    msg = _one_line_error(code, err)
+    assert "work units" in msg and "--max-dp-work" in msg
+
+
 # -- 7. API misuse -------------------------------------------------------------------------------
 
 def test_misspelt_keyword_is_refused_with_the_valid_ones():

@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 from .planning import STRATEGIES, CostModel, plan
-from .planning.limits import DEFAULT_MAX_OPS, DEFAULT_MAX_TABLE_BYTES
+from .planning.limits import DEFAULT_MAX_DP_WORK, DEFAULT_MAX_OPS, DEFAULT_MAX_TABLE_BYTES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,6 +86,10 @@ def _add_plan_parser(sub) -> None:
                         f"{DEFAULT_MAX_TABLE_BYTES // 2**20} MiB)")
     p.add_argument("--max-ops", type=int, default=None,
                    help=f"refuse plans of more ops than this (default {DEFAULT_MAX_OPS})")
+    p.add_argument("--max-dp-work", type=int, default=None, metavar="UNITS",
+                   help="abandon a DP table needing more work units than this (Q "
+                        "evaluations, search intervals, cells; 5-9 ns each; default "
+                        f"{DEFAULT_MAX_DP_WORK:.0e})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")
     p.add_argument("--ops", action="store_true", help="print the ops, one compact token each")
@@ -106,7 +110,8 @@ def _run_plan(args) -> int:
     costs = _load_costs(args.costs)
     p = plan(args.strategy, args.seq_len, args.memory, alpha=args.alpha, beta=args.beta,
              costs=costs, block=args.block, percent_of=args.percent_of,
-             max_table_bytes=_table_bytes(args.max_table_mib), max_ops=args.max_ops)
+             max_table_bytes=_table_bytes(args.max_table_mib), max_ops=args.max_ops,
+             max_dp_work=args.max_dp_work)
     if args.json:
         d = p.to_dict(with_ops=args.ops)
         if args.trace:

@@ -28,6 +28,7 @@ typedef struct {
     int reference;
     double eps; /* 0 for integer costs (all sums exact); a relative margin otherwise */
     long evals;
+    long work; /* intervals searched + cells + suffix-minimum updates (evaluations apart) */
 } ctx_t;
 
 static inline double run_cost(const ctx_t *x, long k) { return k > 0 ? x->fixed + (double)k * x->per : 0.0; }
@@ -65,6 +66,7 @@ static void search(ctx_t *x, long t, long m, long size, int shift, int kind, lon
     while (sp > 0) {
         sp--;
         long a = stack_a[sp], b = stack_b[sp];
+        x->work++;
         if (bounded) {
             double lb = lower_bound(x, t, m, size, shift, a, b);
             /* a relative margin keeps the pruning conservative under floating-point rounding
@@ -87,12 +89,19 @@ static void search(ctx_t *x, long t, long m, long size, int shift, int kind, lon
     }
 }
 
-/* Returns the number of Q evaluations. cap_unit: see Family.cap (1 + cap_unit * (t - 1)). */
+/* Version of the interface below (checked by dp.py, so that a stale build is not called with
+   the wrong arguments). */
+long membptt_dp_version(void) { return 2; }
+
+/* Fills counts[0] with the number of Q evaluations and counts[1] with the work (Q evaluations
+   + search intervals + cells + suffix-minimum updates, what the running time is made of). Returns 0, or -1 when
+   the work exceeded max_work > 0 before the table was complete (the table is then incomplete
+   and must not be used). cap_unit: see Family.cap (1 + cap_unit * (t - 1)). */
 long membptt_dp_solve(long T, long M, double fixed, double per, double g, int hidden,
                       int internal, long alpha, long beta, long cap_unit, int reference,
-                      double eps,
+                      double eps, long max_work, long *counts,
                       double *C, int8_t *kind, int32_t *ych, double *smin) {
-    ctx_t x = {T + 1, fixed, per, g, C, smin, reference, eps, 0};
+    ctx_t x = {T + 1, fixed, per, g, C, smin, reference, eps, 0, 0};
     long T1 = T + 1;
     for (long m = 0; m <= M; m++) {
         C[m * T1] = 0.0; kind[m * T1] = END; ych[m * T1] = 0;
@@ -145,9 +154,16 @@ long membptt_dp_solve(long T, long M, double fixed, double per, double g, int hi
             /* suffix minima of the increments, updated for the new increment at t - 1 */
             if (m >= 1) {
                 double d = C[i] - C[i - 1];
-                for (long s = t - 1; s >= 0 && smin[m * T1 + s] > d; s--) smin[m * T1 + s] = d;
+                long s = t - 1;
+                for (; s >= 0 && smin[m * T1 + s] > d; s--) smin[m * T1 + s] = d;
+                x.work += t - s;
+            }
+            if (max_work > 0 && x.evals + x.work > max_work) {
+                counts[0] = x.evals; counts[1] = x.evals + x.work;
+                return -1;
             }
         }
     }
-    return x.evals;
+    counts[0] = x.evals; counts[1] = x.evals + x.work;
+    return 0;
 }

@@ -87,11 +87,14 @@ class Table:
     """``C[t, m]`` (cost of the forward part), ``kind[t, m]`` and ``y[t, m]`` for
     ``0 <= t <= T``, ``0 <= m <= M``; lookups beyond ``M`` are clamped (exact, see Family.cap)."""
 
-    def __init__(self, family: Family, costs: CostModel, C, kind, y, evals: int):
+    def __init__(self, family: Family, costs: CostModel, C, kind, y, evals: int,
+                 work: int | None = None):
         self.family, self.costs = family, costs
         self.C, self.kind, self.y = C, kind, y
         self.T, self.M = C.shape[0] - 1, C.shape[1] - 1
         self.evals = evals
+        #: work units spent building the table (:data:`membptt.planning.limits` ``max_dp_work``)
+        self.work = evals if work is None else work
 
     def covers(self, t: int, m: int) -> bool:
         return t <= self.T and (m <= self.M or self.M >= self.family.cap(self.T))
@@ -122,6 +125,9 @@ def _run_vec(costs: CostModel, k):
     return np.where(k > 0, costs.run_fixed + k * costs.run_per_step, 0.0)
 
 
+CORE_VERSION = 2  # membptt_dp_version() of _dpcore.c this module calls
+
+
 def _load_core():
     """The compiled DP core (built by ``pip install``), or None."""
     import ctypes
@@ -133,12 +139,20 @@ def _load_core():
         path = here / f"_dpcore{suffix}"
         if path.exists():
             lib = ctypes.CDLL(str(path))
+            version = getattr(lib, "membptt_dp_version", None)
+            if version is not None:
+                version.restype = ctypes.c_long
+            if version is None or version() != CORE_VERSION:
+                raise ImportError(
+                    f"the compiled DP core {path} is from another version of membptt (stale "
+                    "build): rebuild it with `pip install -e .` in the repository")
             fn = lib.membptt_dp_solve
             fn.restype = ctypes.c_long
             ptr = np.ctypeslib.ndpointer
             fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double, ctypes.c_double,
                            ctypes.c_double, ctypes.c_int, ctypes.c_int, ctypes.c_long,
                            ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_double,
+                           ctypes.c_long, ptr(np.int64, flags="C"),
                            ptr(np.float64, flags="C"), ptr(np.int8, flags="C"),
                            ptr(np.int32, flags="C"), ptr(np.float64, flags="C")]
             return fn
@@ -155,7 +169,7 @@ def backend() -> str:
 
 def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
           reference: bool = False, use: str | None = None,
-          max_bytes: int | None = None) -> Table:
+          max_bytes: int | None = None, max_work: int | None = None) -> Table:
     """Build the exact DP table for ``t <= T`` and ``m <= M`` (see the module docstring).
 
     ``reference=True`` disables the bound-based pruning (full scan of every ``y``); ``use``
@@ -163,7 +177,11 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
     memory changes nothing); with ``max_bytes`` given, tables above it are refused with
     :class:`~membptt.planning.limits.PlanTooLarge` before anything is allocated (this low-level
     call has no limit by default; :func:`table` and :func:`membptt.plan` apply
-    :data:`membptt.planning.limits.DEFAULT_MAX_TABLE_BYTES`).
+    :data:`membptt.planning.limits.DEFAULT_MAX_TABLE_BYTES`). With ``max_work`` given, a
+    table whose construction needs more than that many work units (Q evaluations + cells +
+    suffix-minimum updates; the running time is about proportional to it) is abandoned at that
+    point with :class:`~membptt.planning.limits.PlanTooLarge` (deterministic: the count does
+    not depend on the machine).
     """
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 0:
         raise ValueError(f"T must be an integer >= 0, got {T!r}")
@@ -192,16 +210,23 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
         Km = np.empty((M + 1, T + 1), dtype=np.int8)
         Ym = np.empty((M + 1, T + 1), dtype=np.int32)
         smin = np.empty((M + 1, T + 1))
-        evals = _CORE(T, M, float(costs.run_fixed), float(costs.run_per_step),
-                      float(costs.forward_graph), int(family.hidden), int(family.internal),
-                      alpha, beta, cap_unit, int(reference),
-                      0.0 if integer_costs else 1e-9, Cm, Km, Ym, smin)
-        return Table(family, costs, Cm.T, Km.T, Ym.T, evals)
-    return _solve_numpy(T, M, family, costs)
+        counts = np.zeros(2, dtype=np.int64)
+        status = _CORE(T, M, float(costs.run_fixed), float(costs.run_per_step),
+                       float(costs.forward_graph), int(family.hidden), int(family.internal),
+                       alpha, beta, cap_unit, int(reference),
+                       0.0 if integer_costs else 1e-9, int(max_work or 0), counts,
+                       Cm, Km, Ym, smin)
+        if status != 0:
+            del Cm, Km, Ym, smin
+            limits.refuse_work(T, M, int(counts[1]), max_work, family.name)
+        return Table(family, costs, Cm.T, Km.T, Ym.T, int(counts[0]), int(counts[1]))
+    return _solve_numpy(T, M, family, costs, max_work)
 
 
-def _solve_numpy(T: int, M: int, family: Family, costs: CostModel) -> Table:
-    """Full scan over y, vectorised over m with array slices (exact; O(T^2 M))."""
+def _solve_numpy(T: int, M: int, family: Family, costs: CostModel,
+                 max_work: int | None = None) -> Table:
+    """Full scan over y, vectorised over m with array slices (exact; O(T^2 M)). Work counted
+    as Q evaluations + cells (no suffix minima here); refused past ``max_work``."""
     C = np.full((T + 1, M + 1), INF)
     C[0, :] = 0.0
     kind = np.zeros((T + 1, M + 1), dtype=np.int8)
@@ -245,7 +270,9 @@ def _solve_numpy(T: int, M: int, family: Family, costs: CostModel) -> Table:
         C[t, 1:] = np.where(take_end, bestc, best)
         kind[t, 1:] = np.where(take_end, END, ck)
         ych[t, 1:] = np.where(take_end, t, cy)
-    return Table(family, costs, C, kind, ych, evals)
+        if max_work and evals + t * M > max_work:
+            limits.refuse_work(T, M, evals + t * M, max_work, family.name)
+    return Table(family, costs, C, kind, ych, evals, evals + T * M)
 
 
 def solve_reference(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS) -> Table:
@@ -279,15 +306,17 @@ def cache_bytes() -> int:
 
 
 def table(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS, *,
-          max_bytes: int | None = None) -> Table:
+          max_bytes: int | None = None, max_work: int | None = None) -> Table:
     """A table covering ``(t, m)``, shared between plans of the same family and time costs.
 
     A cached table that does not cover ``(t, m)`` is grown to cover both, unless the grown
-    table would exceed ``max_bytes``; then only ``(t, m)`` is solved. Refuses (``PlanTooLarge``)
-    a table for ``(t, m)`` itself above ``max_bytes`` (see :func:`solve`).
+    table would exceed ``max_bytes`` or ``max_work``; then only ``(t, m)`` is solved. Refuses
+    (``PlanTooLarge``) a table for ``(t, m)`` itself above ``max_bytes`` or ``max_work`` (see
+    :func:`solve`; ``None``: the defaults of :mod:`membptt.planning.limits`).
     """
     key = (family, costs.time_key())
     limit = limits.max_table_bytes(max_bytes)
+    work = limits.max_dp_work(max_work)
     with _LOCK:
         tab = _CACHE.get(key)
         if tab is not None and tab.covers(t, m):
@@ -298,8 +327,14 @@ def table(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS, *,
             T2 = max(t, tab.T)
             M2 = max(min(m, family.cap(T2)), tab.M)
             if limits.table_bytes(T2, M2) <= limit:
-                T, M = T2, M2
-        tab = solve(T, M, family, costs, max_bytes=limit)
+                try:
+                    tab = solve(T2, M2, family, costs, max_bytes=limit, max_work=work)
+                except limits.PlanTooLarge:
+                    tab = None  # the grown table is too much work: solve (t, m) alone
+                if tab is not None:
+                    _cache_put(key, tab)
+                    return tab
+        tab = solve(T, M, family, costs, max_bytes=limit, max_work=work)
         _cache_put(key, tab)
         return tab
 

@@ -1,21 +1,29 @@
-"""Size limits of planning: refuse, before allocating, what would not fit in memory.
+"""Size limits of planning: refuse what would not fit in memory or take too long.
 
-Two things grow with the problem and are bounded here:
+Three things grow with the problem and are bounded here:
 
 * the **DP tables** of HSM / ISM / MSM (:mod:`membptt.planning.dp`): ``(T + 1) x (M + 1)``
   cells of :data:`TABLE_CELL_BYTES` bytes while they are built, where ``M`` is the budget in
   units clamped to ``Family.cap(T)`` (more memory than the cap changes nothing, so a generous
   budget never costs more than the cap). Limit: ``max_table_bytes``, default
   :data:`DEFAULT_MAX_TABLE_BYTES` (256 MiB);
+* the **work** of building those tables: the compiled core counts Q evaluations, search
+  intervals, cells and suffix-minimum updates (its running time is about proportional to that
+  count: 5-9 ns per unit on the 2-core test machine) and abandons a table past
+  ``max_dp_work``, default
+  :data:`DEFAULT_MAX_DP_WORK`. The count is deterministic (it does not depend on the machine's
+  speed), so the same request is answered or refused the same way everywhere. Tables with long
+  ``T`` and small ``M`` just under the byte limit need the most work per cell;
 * the **op list** of a plan (every strategy): a plan holds at least ``2 T`` ops (one forward and
   one backward per step) and each op costs about :data:`OP_BYTES` bytes of Python objects plus
-  the simulator's pass over it. Limit: ``max_ops``, default :data:`DEFAULT_MAX_OPS` (2^21).
+  the simulator's pass over it. Limit: ``max_ops``, default :data:`DEFAULT_MAX_OPS` (2^20).
 
-With both defaults, ``membptt plan`` answers or refuses any ``seq_len <= 10^6`` within seconds
-and well under 2 GiB of resident memory (measured with ``/usr/bin/time -v``; see
-``docs/reliability.md``). Both limits are keyword arguments of :func:`membptt.plan`
-(``max_table_bytes=``, ``max_ops=``; ``None`` means the default) and options of
-``membptt plan`` (``--max-table-mib``, ``--max-ops``). A refusal raises :class:`PlanTooLarge`
+With the three defaults, ``membptt plan`` answers or refuses any ``seq_len <= 10^6`` within
+10 s and well under 2 GiB of resident memory (measured with ``/usr/bin/time``;
+``benchmarks/bench_plan_limits.py``, ``docs/reliability.md``). The limits are keyword arguments
+of :func:`membptt.plan` (``max_table_bytes=``, ``max_ops=``, ``max_dp_work=``; ``None`` means
+the default) and options of ``membptt plan`` (``--max-table-mib``, ``--max-ops``,
+``--max-dp-work``). A refusal raises :class:`PlanTooLarge`
 (a ``ValueError``) that says what the plan would need and how to get it.
 
 Caveat: the op count of a DP plan is known before emitting it only under unit time costs (it is
@@ -26,7 +34,8 @@ the limit, so the refusal costs at most ``max_ops`` ops of memory.
 from __future__ import annotations
 
 DEFAULT_MAX_TABLE_BYTES = 256 * 2**20
-DEFAULT_MAX_OPS = 2**21
+DEFAULT_MAX_OPS = 2**20
+DEFAULT_MAX_DP_WORK = 4 * 10**8
 TABLE_CELL_BYTES = 21  # cost (float64) + kind (int8) + y (int32) + suffix minima (float64)
 OP_BYTES = 80  # one op object and its list slot, measured on CPython 3.11 (approximate)
 C_LONG_MAX = 2**63 - 1  # the compiled core's integer arguments are C longs
@@ -64,6 +73,21 @@ def max_table_bytes(value=None) -> int:
 def max_ops(value=None) -> int:
     """The op limit to use: ``value`` checked, or the default."""
     return _check_limit("max_ops", value, DEFAULT_MAX_OPS)
+
+
+def max_dp_work(value=None) -> int:
+    """The DP work limit to use: ``value`` checked, or the default."""
+    return _check_limit("max_dp_work", value, DEFAULT_MAX_DP_WORK)
+
+
+def refuse_work(T: int, M: int, done: int, limit: int, family: str = "") -> None:
+    """Raise :class:`PlanTooLarge` for a DP abandoned after ``done`` work units."""
+    what = f"the {family} DP" if family else "the DP"
+    raise PlanTooLarge(
+        f"{what} for seq_len={T} and {_count(M)} memory units needs more than {limit:,} work "
+        f"units (Q evaluations, search intervals and cells; stopped at {done:,}; 5-9 ns each on a 2-core test machine): give a "
+        "smaller budget or a shorter sequence, plan on blocks of several steps (block=k), or "
+        "raise the limit (max_dp_work=..., membptt plan --max-dp-work ...)")
 
 
 def table_bytes(T: int, M: int) -> int:

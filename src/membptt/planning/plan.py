@@ -135,12 +135,13 @@ def _int_param(name: str, value, *, allow_none: bool, minimum: int = 1):
     return int(math.ceil(value))  # real size ratios are rounded up (PAPER.md section 1)
 
 
-_KEYWORDS = ("memory", "alpha", "beta", "costs", "max_table_bytes", "max_ops")
+_KEYWORDS = ("memory", "alpha", "beta", "costs", "max_table_bytes", "max_ops", "max_dp_work")
 
 
 def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
          costs: CostModel | None = None, block="default", percent_of: str = "stepped",
-         max_table_bytes: int | None = None, max_ops: int | None = None, **options) -> Plan:
+         max_table_bytes: int | None = None, max_ops: int | None = None,
+         max_dp_work: int | None = None, **options) -> Plan:
     """Compile a plan for ``seq_len`` steps under a memory budget.
 
     Args:
@@ -164,10 +165,11 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
             ``"fused"`` BPTT's (needs ``costs.segments``); see :mod:`membptt.planning.peak`.
             When ``costs.working_bytes`` (or segments) is set, byte and percentage budgets
             bound stored states plus the working set.
-        max_table_bytes, max_ops: size limits (None: the defaults of
-            :mod:`membptt.planning.limits`, 256 MiB of DP tables and 2^21 ops); a plan above
-            either is refused with :class:`~membptt.planning.limits.PlanTooLarge` before the
-            memory is allocated, saying what it would need.
+        max_table_bytes, max_ops, max_dp_work: size limits (None: the defaults of
+            :mod:`membptt.planning.limits`: 256 MiB of DP tables, 2^20 ops, 4 x 10^8 units of
+            DP work); a plan above the first two is refused with
+            :class:`~membptt.planning.limits.PlanTooLarge` before the memory is allocated, a DP
+            above the third when it reaches it (seconds), saying what it would need.
         **options: the strategy's own options (``Strategy.options``: ``segments`` for chen,
             ``branching`` for chen-recursive); any other keyword is refused.
 
@@ -184,6 +186,7 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
     max_table_bytes = limits.max_table_bytes(max_table_bytes)
     max_ops = limits.max_ops(max_ops)
+    max_dp_work = limits.max_dp_work(max_dp_work)
     # every plan holds a forward and a backward per step: refuse hopeless lengths at once
     limits.check_ops(2 * seq_len, max_ops, strategy=strategy, seq_len=seq_len, exact=False)
     costs, alpha, beta = costs_and_sizes(costs, alpha, beta)
@@ -231,7 +234,7 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
                 minimum_bytes=None if not costs.hidden_bytes else  # as membptt.min_memory
                 (minimum - strat.count_initial) * costs.hidden_bytes + (costs.working_bytes or 0))
     req = S.Request(seq_len, units, alpha, beta, costs, dict(options), max_table_bytes,
-                    max_ops)
+                    max_ops, max_dp_work)
     ops, info = strat.build(req)
     limits.check_ops(len(ops), max_ops, strategy=strategy, seq_len=seq_len)  # the exact count
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,

@@ -31,6 +31,7 @@ class Request:
     options: dict = field(default_factory=dict)  # the strategy's own options (Strategy.options)
     max_table_bytes: int | None = None  # None: limits.DEFAULT_MAX_TABLE_BYTES
     max_ops: int | None = None  # None: limits.DEFAULT_MAX_OPS
+    max_dp_work: int | None = None  # None: limits.DEFAULT_MAX_DP_WORK
 
     def check_ops(self, n: int, strategy: str, exact: bool = True) -> None:
         """Refuse a plan of ``n`` ops above the op limit (:mod:`membptt.planning.limits`)."""
@@ -138,7 +139,8 @@ def _dp_plan(req: Request, family: dp.Family, m: int) -> tuple[list[Op], dict]:
     if unit and family.name in _FORWARDS_AT_LEAST and m >= 1:  # refuse before the DP
         least = _FORWARDS_AT_LEAST[family.name](req.seq_len, min(m, req.seq_len + 1))
         req.check_ops(least + req.seq_len, family.name, exact=False)  # drops on top
-    tab = dp.table(req.seq_len, m, family, req.costs, max_bytes=req.max_table_bytes)
+    tab = dp.table(req.seq_len, m, family, req.costs, max_bytes=req.max_table_bytes,
+                   max_work=req.max_dp_work)
     cost = tab.cost(req.seq_len, m)
     if unit:
         req.check_ops(int(cost) + req.seq_len, family.name, exact=False)  # drops on top
