@@ -275,3 +275,23 @@ def test_compare_runs_accepts_identical_runs(run):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "RESULT: equal" in res.stdout
+
+
+def test_compare_runs_lm_parity_timings_ignored_losses_compared(tmp_path):
+    """lm_parity.csv: wall-clock and machine columns may differ between runs, losses may not."""
+    row = {"model": "gru", "step": 25, "eval_loss_nats": 2.93, "elapsed_s": 2.1,
+           "total_wall_s": 199.2, "machine": "a", "hostname": "a", "command": "python a"}
+    for run, changes in (("a", {}), ("b", {"elapsed_s": 4.1, "total_wall_s": 224.7,
+                                          "machine": "b", "hostname": "b", "command": "python b"}),
+                         ("c", {"eval_loss_nats": 2.94})):
+        (tmp_path / run / "results").mkdir(parents=True)
+        pd.DataFrame([{**row, **changes}]).to_csv(tmp_path / run / "results" / "lm_parity.csv",
+                                                  index=False)
+    script = str(ROOT / "experiments" / "slurm" / "compare_runs.py")
+    same = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=60)
+    assert same.returncode == 0 and "RESULT: equal" in same.stdout, same.stdout + same.stderr
+    other = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "c")],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "eval_loss_nats" in other.stdout

@@ -6,7 +6,9 @@ Compares every CSV under ``RUN_A/results`` with the same file under ``RUN_B/resu
 theory CSVs must be identical; measured CSVs (``results/groups/*``, ``results/measured.csv``)
 must agree on every column except the provenance and timing columns
 (``pipeline_common.PROVENANCE_COLUMNS`` and ``TIMING_COLUMNS``), which record where, when
-and how fast a row was made. The theory tables (Markdown and LaTeX) must be identical too.
+and how fast a row was made. ``results/lm_parity.csv`` (a seeded training run: its losses must
+agree exactly) also differs in its own wall-clock and machine columns (``LM_PARITY_IGNORED``).
+The theory tables (Markdown and LaTeX) must be identical too.
 Exits 1 listing every difference, 0 when the runs agree.
 """
 
@@ -19,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from pipeline_common import PROVENANCE_COLUMNS, TIMING_COLUMNS  # noqa: E402
 
 IGNORED = set(PROVENANCE_COLUMNS) | set(TIMING_COLUMNS)
+# lm_parity.py's rows: the seconds since its model started (elapsed_s), the run's wall time
+# (total_wall_s) and the machine string; every loss column is a result
+LM_PARITY_IGNORED = IGNORED | {"elapsed_s", "total_wall_s", "machine"}
 TIMED_TABLES = {"equal_memory", "measured_points"}
 
 
@@ -41,10 +46,14 @@ def compare(a: Path, b: Path) -> list[str]:
                 problems.append(f"{rel}: tables differ")
             continue
         da, db = pd.read_csv(a / rel), pd.read_csv(b / rel)
-        measured = "groups" in rel.parts or rel.name == "measured.csv"
-        if measured:
-            da = da.drop(columns=[c for c in da.columns if c in IGNORED])
-            db = db.drop(columns=[c for c in db.columns if c in IGNORED])
+        if rel.parts == ("results", "lm_parity.csv"):
+            ignored = LM_PARITY_IGNORED
+        elif "groups" in rel.parts or rel.name == "measured.csv":
+            ignored = IGNORED
+        else:  # theory: every column
+            ignored = set()
+        da = da.drop(columns=[c for c in da.columns if c in ignored])
+        db = db.drop(columns=[c for c in db.columns if c in ignored])
         if list(da.columns) != list(db.columns) or da.shape != db.shape:
             problems.append(f"{rel}: shape/columns differ {da.shape} vs {db.shape}")
             continue
@@ -53,7 +62,8 @@ def compare(a: Path, b: Path) -> list[str]:
         except AssertionError as exc:
             problems.append(f"{rel}: {str(exc).splitlines()[0]} ... {exc}")
     print(f"compared {n} files under {a}/results and {b}/results; "
-          f"ignored measured columns: {', '.join(sorted(IGNORED))}")
+          f"ignored measured columns: {', '.join(sorted(IGNORED))}; "
+          f"lm_parity.csv also: {', '.join(sorted(LM_PARITY_IGNORED - IGNORED))}")
     return problems
 
 
