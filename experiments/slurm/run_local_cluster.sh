@@ -15,7 +15,10 @@
 #
 # Meant for a throw-away machine or CI container (root, Debian/Ubuntu): it overwrites
 # /etc/slurm/slurm.conf. Environment: PYTHON (default .venv/bin/python), WORK (default
-# /tmp/membptt-slurm-check; the two runs go to $WORK/local and $WORK/slurm).
+# /tmp/membptt-slurm-check; the two runs go to $WORK/local and $WORK/slurm). Both runs import
+# membptt from this checkout's src/ (PYTHONPATH, which sbatch --export=ALL hands to the Slurm
+# jobs), also when PYTHON's environment has another checkout installed (e.g. when this script
+# runs from a clean `git worktree` beside a working copy with edits in progress).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,6 +36,12 @@ if [[ $EUID -ne 0 ]]; then
     echo "run as root (installs packages, writes /etc/slurm, starts daemons)" >&2
     exit 2
 fi
+
+# fail now, not minutes into the local run, when the package does not import (e.g. a compiled DP
+# core older than the source: rebuild with `pip install -e .`)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -c 'import membptt, membptt.planning.dp as dp; print("membptt from", membptt.__file__, "DP backend", dp.backend())' \
+    || { echo "membptt does not import with $PYTHON (see above)" >&2; exit 1; }
 
 # -- 1. packages ---------------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
