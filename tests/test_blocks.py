@@ -391,3 +391,32 @@ def test_dp_value_equals_repriced_plan_when_model_is_exact(strategy):
         c = next(c for c in p.info["candidates"] if c["k"] == k)
         assert p.info["run_fit"]["worst_rel_residual"] < 1e-12
         assert c["dp_model_cost"] == pytest.approx(p.predicted_cost, rel=1e-12)
+
+
+def test_a_block_length_over_the_planning_limits_is_left_out(monkeypatch):
+    """block="auto" skips a k whose DP exceeds a planning limit (here the work limit, lowered
+    so that k = 1, the largest table, needs too much) and plans with the best of the others,
+    marking the refused k; when every k is refused, the plan is refused (PlanTooLarge)."""
+    from membptt.planning import dp, limits
+
+    costs = fused_costs()
+    dp.clear_cache()
+    full = membptt.plan("msm", 64, "60%", costs=costs, block="auto")
+    works = {}
+    for c in full.info["candidates"]:
+        dp.clear_cache()
+        p = membptt.plan("msm", 64, "60%", costs=costs, block=c["k"])
+        works[c["k"]] = max(t.work for t in dp._CACHE.values())
+    assert works[1] == max(works.values()) > min(works.values())
+    monkeypatch.setattr(limits, "DEFAULT_MAX_DP_WORK", works[1] - 1)
+    dp.clear_cache()
+    p = membptt.plan("msm", 64, "60%", costs=costs, block="auto")
+    cands = {c["k"]: c for c in p.info["candidates"]}
+    assert not cands[1]["feasible"] and "max_dp_work" in cands[1]["refused"]
+    assert p.block != 1 and p.predicted_cost == min(
+        c["predicted_cost"] for c in cands.values() if c["feasible"])
+    monkeypatch.setattr(limits, "DEFAULT_MAX_DP_WORK", 1)
+    dp.clear_cache()
+    with pytest.raises(limits.PlanTooLarge, match="no block length fits"):
+        membptt.plan("msm", 64, "60%", costs=costs, block="auto")
+    dp.clear_cache()

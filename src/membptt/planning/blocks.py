@@ -67,7 +67,11 @@ its bound is ``C_MSM``, and it can use fewer forwards than ``C_HSM``.
 **Choice of k** (``block="auto"``): every measured length ``k <= T`` of ``costs.segments``
 (powers of two up to ``T`` without segments) is solved exactly and the feasible ``k`` with the
 least predicted time wins (ties: lower predicted peak, then smaller ``k``). The candidates'
-predictions are in ``Plan.info["candidates"]``.
+predictions are in ``Plan.info["candidates"]``. A ``k`` whose DP table exceeds a planning limit
+(:mod:`membptt.planning.limits`: bytes or work; measured float costs prune less, so ``k = 1``
+with a generous budget can need more work than the limit) is left out and marked ``refused``
+there; the plan is the best of the others (only when every ``k`` is refused is the plan
+refused, with ``PlanTooLarge``).
 
 Caveats: a plan can push internal blocks ``j`` and ``j + 1`` back to back; they are priced as
 two calls of ``k`` steps (an executor may run them as one chain of ``2k`` steps). The DP is
@@ -79,7 +83,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import dp
+from . import dp, limits
 from .budget import VALID_FORMS, Budget
 from .costs import CostModel
 from .ops import Backward, Drop, Forward, Op
@@ -404,7 +408,11 @@ def _solve_block(strategy: str, T: int, k: int, prices: Prices, kind, units, nby
     if m is None or m < minimum:
         cand["feasible"] = False
         return cand
-    tab = dp.table(n, mem, family, bcosts)
+    try:
+        tab = dp.table(n, mem, family, bcosts)
+    except limits.PlanTooLarge as e:  # this k is too much work or memory: the others may fit
+        cand.update(feasible=False, refused=str(e))
+        return cand
     block_ops = emit_from_table(tab, n, mem)
     bsim = simulate_ops(block_ops, n, alpha=aB, beta=None if strategy == "ism" else bB,
                         count_initial=strat.count_initial, costs=bcosts)
@@ -463,6 +471,12 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     cands = [_solve_block(strategy, seq_len, k, prices, kind, units, nbytes)
              for k in candidate_lengths(seq_len, costs, block)]
     ok = [c for c in cands if c["feasible"]]
+    refused = [c for c in cands if c.get("refused")]
+    if not ok and refused:
+        raise limits.PlanTooLarge(
+            f"no block length fits the planning limits for strategy {strategy!r}, "
+            f"seq_len={seq_len}, memory {memory!r}: "
+            + "; ".join(f"k={c['k']}: {c['refused']}" for c in refused))
     if not ok:
         if nbytes is not None:
             need = min(c["reserve"] + (c["minimum_block_memory"] - strat.count_initial)
@@ -488,7 +502,7 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
                     + f"-> {best['block_memory']} units for stored blocks of {k} steps")
     keep = ("k", "feasible", "blocks", "last_block", "block_alpha", "block_beta",
             "block_memory", "block_dp_cost", "dp_model_cost", "predicted_cost",
-            "predicted_peak_bytes")
+            "predicted_peak_bytes", "refused")
     info = {"block": k, "prices": prices.source,
             "k_measured": costs.segments is None or k in costs.segments.lengths, "block_dp_cost": best["block_dp_cost"],
             "block_dp_memory": best["block_dp_memory"], "block_alpha": best["block_alpha"],
