@@ -91,6 +91,8 @@ def test_fused_checkpoint_holds_less_than_full_fused():
     ("torch-checkpoint:color=red", "key one of memory"),
     ("nope", "unknown method 'nope'"),
     ("msm:memory=5%,hsm", "cannot contain ','"),
+    ("msm-measured:memory=60%:block=x", "integer block length, 'auto' or 'none'"),
+    ("msm:memory=60%:block=4", "block planning prices fused calls"),
 ])
 def test_bad_specs_name_the_bad_value(model_ref, spec, msg):
     w, _ = model_ref
@@ -102,6 +104,18 @@ def test_parse_method_spec():
     assert parse_method_spec("msm:memory=5%:alpha=3") == ("msm", {"memory": "5%", "alpha": 3.0})
     assert parse_method_spec(" torch-checkpoint-fused:segments=8 ") == (
         "torch-checkpoint-fused", {"segments": 8})
+    assert parse_method_spec("msm-measured:memory=5%:block=16") == (
+        "msm-measured", {"memory": "5%", "block": 16})
+    assert parse_method_spec("msm-measured:memory=5%:block=auto")[1]["block"] == "auto"
+
+
+def test_block_option_fixes_the_block_length():
+    """``block=k`` plans a measured method on blocks of k steps, ``block=none`` at step level."""
+    w = make_workload(WorkloadConfig(seq_len=40, hidden=16, batch=4, input_size=8, classes=8))
+    for block, expect in ((4, 4), ("none", None)):
+        m = make_method(f"msm-measured:memory=60%:block={block}", w)
+        m.prepare()
+        assert m.info()["block"] == expect
 
 
 def test_unknown_model_lists_the_valid_ones():

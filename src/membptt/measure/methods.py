@@ -441,6 +441,12 @@ class PlanMethod(Method):
             costs = costs.with_(run_fixed=0.0, run_per_step=1.0, forward_graph=1.0, backward=2.0,
                                 segments=None)
         memory = None if self.ignores_budget else self.options.get("memory")
+        block = self.options.get("block")
+        if block is not None:  # "auto", "none" (step level) or a block length k
+            if not self.measured:
+                raise ValueError(f"option block={block!r}: block planning prices fused calls "
+                                 f"by their measured costs; use {self.strategy}-measured")
+            kw["block"] = None if block == "none" else block
         try:
             self.plan = membptt.plan(self.strategy, self.w.config.seq_len, memory,
                                      costs=costs, **kw)
@@ -530,13 +536,14 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-OPTION_KEYS = ("memory", "alpha", "beta", "segments")
+OPTION_KEYS = ("memory", "alpha", "beta", "segments", "block")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``"name:key=value:..."`` -> ``(name, options)``; keys from :data:`OPTION_KEYS`.
 
-    ``segments`` becomes an int, ``alpha``/``beta`` floats, ``memory`` stays a string (units,
+    ``segments`` becomes an int, ``block`` an int (or ``"auto"`` / ``"none"``: the block
+    length of a measured plan method, see ``membptt.plan(block=...)``), ``alpha``/``beta`` floats, ``memory`` stays a string (units,
     bytes such as ``512MiB``, a percentage such as ``5%``, checked by the planner; or
     ``peak(SPEC)``: the measured peak of the group's method ``SPEC``, resolved by
     :func:`membptt.measure.bench.run_point`). Commas are not allowed (the CLI separates methods
@@ -556,10 +563,14 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             raise ValueError(f"bad option {part!r} in method spec {spec!r}: expected key=value "
                              f"with key one of {', '.join(OPTION_KEYS)}")
         try:
-            options[key] = (int(value) if key == "segments" else
-                            float(value) if key in ("alpha", "beta") else value)
+            if key == "block":
+                options[key] = value if value in ("auto", "none") else int(value)
+            else:
+                options[key] = (int(value) if key == "segments" else
+                                float(value) if key in ("alpha", "beta") else value)
         except ValueError:
-            kind = "an integer" if key == "segments" else "a number"
+            kind = ("an integer" if key == "segments" else
+                    "an integer block length, 'auto' or 'none'" if key == "block" else "a number")
             raise ValueError(f"option {key} in method spec {spec!r} must be {kind}, got "
                              f"{value!r}") from None
     return name, options
