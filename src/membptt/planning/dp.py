@@ -87,14 +87,13 @@ class Table:
     """``C[t, m]`` (cost of the forward part), ``kind[t, m]`` and ``y[t, m]`` for
     ``0 <= t <= T``, ``0 <= m <= M``; lookups beyond ``M`` are clamped (exact, see Family.cap)."""
 
-    def __init__(self, family: Family, costs: CostModel, C, kind, y, evals: int,
-                 work: int | None = None):
+    def __init__(self, family: Family, costs: CostModel, C, kind, y, evals: int, work: int):
         self.family, self.costs = family, costs
         self.C, self.kind, self.y = C, kind, y
         self.T, self.M = C.shape[0] - 1, C.shape[1] - 1
         self.evals = evals
         #: work units spent building the table (:data:`membptt.planning.limits` ``max_dp_work``)
-        self.work = evals if work is None else work
+        self.work = work
 
     def covers(self, t: int, m: int) -> bool:
         return t <= self.T and (m <= self.M or self.M >= self.family.cap(self.T))
@@ -178,10 +177,10 @@ def solve(T: int, M: int, family: Family, costs: CostModel = UNIT_COSTS, *,
     :class:`~membptt.planning.limits.PlanTooLarge` before anything is allocated (this low-level
     call has no limit by default; :func:`table` and :func:`membptt.plan` apply
     :data:`membptt.planning.limits.DEFAULT_MAX_TABLE_BYTES`). With ``max_work`` given, a
-    table whose construction needs more than that many work units (Q evaluations + cells +
-    suffix-minimum updates; the running time is about proportional to it) is abandoned at that
-    point with :class:`~membptt.planning.limits.PlanTooLarge` (deterministic: the count does
-    not depend on the machine).
+    table whose construction needs more than that many work units (Q evaluations, search
+    intervals, cells, suffix-minimum updates; the running time is about proportional to it) is
+    abandoned at that point with :class:`~membptt.planning.limits.PlanTooLarge`
+    (deterministic: the count does not depend on the machine).
     """
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 0:
         raise ValueError(f"T must be an integer >= 0, got {T!r}")
@@ -310,8 +309,9 @@ def table(t: int, m: int, family: Family, costs: CostModel = UNIT_COSTS, *,
     """A table covering ``(t, m)``, shared between plans of the same family and time costs.
 
     A cached table that does not cover ``(t, m)`` is grown to cover both, unless the grown
-    table would exceed ``max_bytes`` or ``max_work``; then only ``(t, m)`` is solved. Refuses
-    (``PlanTooLarge``) a table for ``(t, m)`` itself above ``max_bytes`` or ``max_work`` (see
+    table would exceed ``max_bytes`` or ``max_work``; then only ``(t, m)`` is solved (a growth
+    refused for work has cost up to ``max_work`` units first; a fresh process has no cached
+    table, so ``membptt plan`` never pays that). Refuses (``PlanTooLarge``) a table for ``(t, m)`` itself above ``max_bytes`` or ``max_work`` (see
     :func:`solve`; ``None``: the defaults of :mod:`membptt.planning.limits`).
     """
     key = (family, costs.time_key())
