@@ -420,3 +420,22 @@ def test_a_block_length_over_the_planning_limits_is_left_out(monkeypatch):
     with pytest.raises(limits.PlanTooLarge, match="no block length fits"):
         membptt.plan("msm", 64, "60%", costs=costs, block="auto")
     dp.clear_cache()
+
+
+def test_plan_limits_reach_block_planning():
+    """max_dp_work, max_table_bytes and max_ops given to plan() bound block plans too."""
+    from membptt.planning import dp, limits
+
+    costs = fused_costs()
+    dp.clear_cache()
+    p = membptt.plan("msm", 64, "60%", costs=costs, block=1)
+    work = max(t.work for t in dp._CACHE.values())
+    dp.clear_cache()
+    with pytest.raises(limits.PlanTooLarge, match="max_dp_work"):
+        membptt.plan("msm", 64, "60%", costs=costs, block=1, max_dp_work=work - 1)
+    with pytest.raises(limits.PlanTooLarge, match="max_table_bytes"):
+        membptt.plan("msm", 64, "60%", costs=costs, block=1, max_table_bytes=100)
+    with pytest.raises(limits.PlanTooLarge, match="max_ops"):
+        membptt.plan("msm", 64, "60%", costs=costs, block=1, max_ops=len(p.ops) - 1)
+    assert membptt.plan("msm", 64, "60%", costs=costs, block=1, max_ops=len(p.ops)).ops == p.ops
+    dp.clear_cache()

@@ -378,8 +378,10 @@ def _block_budget(kind: str, units, nbytes, k: int, r: int, prices: Prices, ci: 
     return units - reserve, reserve, what
 
 
-def _solve_block(strategy: str, T: int, k: int, prices: Prices, kind, units, nbytes):
-    """Solve one ``k`` exactly; a dict describing the candidate (``ops`` set when feasible)."""
+def _solve_block(strategy: str, T: int, k: int, prices: Prices, kind, units, nbytes,
+                 limit: dict):
+    """Solve one ``k`` exactly; a dict describing the candidate (``ops`` set when feasible).
+    ``limit``: ``dp.table``'s ``max_bytes`` / ``max_work`` (the plan's limits)."""
     strat = STRATEGIES[strategy]
     bounds = block_bounds(T, k)
     n = len(bounds) - 1
@@ -409,7 +411,7 @@ def _solve_block(strategy: str, T: int, k: int, prices: Prices, kind, units, nby
         cand["feasible"] = False
         return cand
     try:
-        tab = dp.table(n, mem, family, bcosts)
+        tab = dp.table(n, mem, family, bcosts, **limit)
     except limits.PlanTooLarge as e:  # this k is too much work or memory: the others may fit
         cand.update(feasible=False, refused=str(e))
         return cand
@@ -440,8 +442,10 @@ def candidate_lengths(seq_len: int, costs: CostModel, block) -> list[int]:
 
 
 def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: CostModel, block,
-                percent_of: str, options: dict) -> BlockPlan:
-    """``membptt.plan`` for ``block="auto"`` or an int (see the module docstring)."""
+                percent_of: str, options: dict, max_table_bytes: int | None = None,
+                max_ops: int | None = None, max_dp_work: int | None = None) -> BlockPlan:
+    """``membptt.plan`` for ``block="auto"`` or an int (see the module docstring); the size
+    limits are :func:`membptt.plan`'s (``None``: the defaults of :mod:`.limits`)."""
     from .peak import requested_bytes
 
     if options:
@@ -468,7 +472,8 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
             note = f"{value:.6g} x full-cache memory ({seq_len} x alpha={alpha} units) = {units}"
         else:
             units = int(value)
-    cands = [_solve_block(strategy, seq_len, k, prices, kind, units, nbytes)
+    limit = {"max_bytes": max_table_bytes, "max_work": max_dp_work}
+    cands = [_solve_block(strategy, seq_len, k, prices, kind, units, nbytes, limit)
              for k in candidate_lengths(seq_len, costs, block)]
     ok = [c for c in cands if c["feasible"]]
     refused = [c for c in cands if c.get("refused")]
@@ -494,6 +499,7 @@ def plan_blocks(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     best = min(ok, key=lambda c: (c["predicted_cost"], c["predicted_peak_bytes"] or 0, c["k"]))
     k = best["k"]
     ops = expand(best["block_ops"], block_bounds(seq_len, k))
+    limits.check_ops(len(ops), limits.max_ops(max_ops), strategy=strategy, seq_len=seq_len)
     sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
                        count_initial=strat.count_initial, costs=costs)
     minus = f"minus {best['reserve_of']} " if best["reserve"] else ""

@@ -204,7 +204,9 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
     block = blocks.block_arg(block, strategy, costs)
     if block is not None:
         return blocks.plan_blocks(strategy, seq_len, memory, alpha=alpha, beta=beta, costs=costs,
-                                  block=block, percent_of=percent_of, options=dict(options))
+                                  block=block, percent_of=percent_of, options=dict(options),
+                                  max_table_bytes=max_table_bytes, max_ops=max_ops,
+                                  max_dp_work=max_dp_work)
     needs_alpha = strat.needs_alpha or (isinstance(memory, str) and memory.strip().endswith("%")
                                         and not costs.has_sizes)
     if alpha is None and needs_alpha:
