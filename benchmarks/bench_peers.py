@@ -12,7 +12,8 @@ classes, batch 64, float32):
 * membptt MSM planned on the probed fused-segment costs (``msm-measured``: fused blocks, the
   block length chosen by the planner) at budgets of ``--budgets`` percent of stepped BPTT's
   bytes, at each front point's measured peak (``memory=peak(...)``) and at half the front's
-  smallest measured peak (below the front).
+  smallest measured peak (below the front); ``--membptt msm-measured,hsm-measured:block=chains``
+  adds chain planning (:mod:`membptt.planning.chains`) at the same budgets, in the same group.
 
 Then it checks the issue's four claims from the in-group numbers, prints a table (medians,
 ratios of medians, medians of per-round ratios, measured peaks), writes the rows as a CSV and
@@ -78,31 +79,42 @@ def front_peaks(wc: WorkloadConfig, ks, threads) -> dict:
 
 
 def build_methods(args, peaks: dict) -> tuple[list[str], dict]:
-    """Method specs of the group and the role of each membptt point."""
+    """Method specs of the group and the role of each membptt point: ``(role, value, base)``
+    with ``base`` one of ``--membptt`` (the method and its options without the budget)."""
     specs = ["full", "full-fused"]
     for k in args.ks:
         specs += [f"{FRONT}:segments={k}", f"{FRONT_NR}:segments={k}"]
     specs += ["torch-checkpoint-reentrant:segments=32", "torch-checkpoint:segments=32"]
     roles = {}
-    for pct in args.budgets:
-        s = f"msm-measured:memory={pct:g}%"
-        specs.append(s)
-        roles[s] = ("budget", pct)
-    for k in args.ks:
-        # the smaller of the two modes' peaks: membptt must fit under both
-        b = min(peaks[(FRONT, k)], peaks[(FRONT_NR, k)])
-        s = f"msm-measured:memory={b}B"
-        if s not in specs:
-            specs.append(s)
-        roles[s] = ("front", k)
     below = min(peaks.values()) // 2
-    s = f"msm-measured:memory={below}B"
-    specs.append(s)
-    roles[s] = ("below", below)
+    for base in args.membptt:
+        for pct in args.budgets:
+            s = f"{base}:memory={pct:g}%"
+            specs.append(s)
+            roles[s] = ("budget", pct, base)
+        for k in args.ks:
+            # the smaller of the two modes' peaks: membptt must fit under both
+            b = min(peaks[(FRONT, k)], peaks[(FRONT_NR, k)])
+            s = f"{base}:memory={b}B"
+            if s not in specs:
+                specs.append(s)
+            roles[s] = ("front", k, base)
+        s = f"{base}:memory={below}B"
+        specs.append(s)
+        roles[s] = ("below", below, base)
     return specs, roles
 
 
 def verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
+    out = []
+    for base in args.membptt:
+        out.append(f"membptt as {base}:")
+        out += ["  " + line for line in _verdicts(
+            rows, {s: r[:2] for s, r in roles.items() if r[2] == base}, args, plain_peak)]
+    return out
+
+
+def _verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
     out = []
     ff = rows["full-fused"]
     front = {}
@@ -175,11 +187,13 @@ def plot(csv_path: Path, png: Path) -> None:
         "ckpt over fused nn.LSTM segments (non-reentrant)": lambda r: r["method"] == FRONT_NR,
         "ckpt over stepped cells, K=32": lambda r: r["method"].startswith("torch-checkpoint")
         and "fused" not in r["method"],
-        "membptt MSM, fused blocks (planned)": lambda r: r["method"] == "msm-measured",
+        "membptt MSM, fused blocks (planned)": lambda r: r["method"] == "msm-measured"
+        and r.get("block") != "chains",
+        "membptt HSM, fused chains (planned)": lambda r: r.get("block") == "chains",
         "plain BPTT (stepped)": lambda r: r["method"] == "full",
         "full BPTT, fused nn.LSTM": lambda r: r["method"] == "full-fused",
     }
-    for (label, pick), marker in zip(series.items(), "os^D*v"):
+    for (label, pick), marker in zip(series.items(), "os^DP*v"):
         pts = sorted((float(r["peak_bytes"]) / 2**20, float(r["ratio_median"]))
                      for r in rows if pick(r))
         if pts:
@@ -214,6 +228,10 @@ def main(argv=None) -> int:
                     default=[4, 8, 16, 32, 64, 128])
     ap.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")],
                     default=[1, 2, 3, 5, 10, 20, 30, 50])
+    ap.add_argument("--membptt", type=lambda s: [x.strip() for x in s.split(",")],
+                    default=["msm-measured"],
+                    help="membptt methods (spec without the budget), comma-separated, e.g. "
+                         "msm-measured,hsm-measured:block=chains (chain planning)")
     ap.add_argument("--out", type=Path, default=Path("results/peers/peers_cpu.csv"))
     ap.add_argument("--plot", type=Path, default=None,
                     help="figure path (default: figures/<out stem>_front.png)")

@@ -91,7 +91,8 @@ def test_fused_checkpoint_holds_less_than_full_fused():
     ("torch-checkpoint:color=red", "key one of memory"),
     ("nope", "unknown method 'nope'"),
     ("msm:memory=5%,hsm", "cannot contain ','"),
-    ("msm-measured:memory=60%:block=x", "integer block length, 'auto' or 'none'"),
+    ("msm-measured:memory=60%:block=x", "integer block length, 'auto', 'chains' or 'none'"),
+    ("msm-measured:memory=60%:block=chains", "strategy must be one of hsm"),
     ("msm:memory=60%:block=4", "block planning prices fused calls"),
 ])
 def test_bad_specs_name_the_bad_value(model_ref, spec, msg):
@@ -116,6 +117,11 @@ def test_block_option_fixes_the_block_length():
         m = make_method(f"msm-measured:memory=60%:block={block}", w)
         m.prepare()
         assert m.info()["block"] == expect
+    m = make_method("hsm-measured:memory=60%:block=chains", w)  # membptt.planning.chains
+    m.prepare()
+    info = m.info()
+    assert info["block"] == "chains" and "chains=" in info["params"]
+    assert float(m.run()) > 0
 
 
 def test_unknown_model_lists_the_valid_ones():

@@ -18,6 +18,7 @@ from .planning import (
     Backward,
     BlockPlan,
     BudgetTooSmall,
+    ChainPlan,
     CostModel,
     Drop,
     Forward,
@@ -54,7 +55,8 @@ def __dir__():  # list the lazily loaded names too (tab completion, dir(membptt)
 
 
 __all__ = [
-    "STRATEGIES", "UNIT_COSTS", "Backward", "BlockPlan", "BudgetTooSmall", "CostModel", "Drop",
+    "STRATEGIES", "UNIT_COSTS", "Backward", "BlockPlan", "BudgetTooSmall", "ChainPlan", "CostModel",
+    "Drop",
     "Forward", "MinimumBudget", "Plan", "PlanError", "PlanTooLarge", "SegmentCosts", "SimResult",
     "bptt", "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models",
 ]

@@ -44,7 +44,7 @@ def _load_costs(path: str | None) -> CostModel | None:
 
 
 def _block_value(text: str):
-    if text in ("default", "auto"):
+    if text in ("default", "auto", "chains"):
         return text
     if text == "none":
         return None
@@ -52,7 +52,8 @@ def _block_value(text: str):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--block must be an integer K >= 1, 'auto', 'none' or 'default', got {text!r}"
+            f"--block must be an integer K >= 1, 'auto', 'chains', 'none' or 'default', got "
+            f"{text!r}"
         ) from None
 
 
@@ -74,10 +75,12 @@ def _add_plan_parser(sub) -> None:
                    help="cost model file (CostModel fields: run_fixed, run_per_step, "
                         "forward_graph, backward, hidden_bytes, internal_bytes, beta_bytes, "
                         "working_bytes, segments)")
-    p.add_argument("--block", default="default", type=_block_value, metavar="K|auto|none",
+    p.add_argument("--block", default="default", type=_block_value,
+                   metavar="K|auto|chains|none",
                    help="plan on blocks of K steps priced as fused calls (hsm, ism, msm); "
-                        "'auto' chooses K; 'none' plans steps (the paper's DP); default: auto "
-                        "when the cost model has segments, else none")
+                        "'auto' chooses K; 'chains' (hsm) plans steps with fused chains of "
+                        "any length priced by length; 'none' plans steps (the paper's DP); "
+                        "default: auto when the cost model has segments, else none")
     p.add_argument("--percent-of", default="stepped", choices=("stepped", "fused"),
                    help="what a percentage budget is of: stepped BPTT's bytes (default) or "
                         "fused BPTT's (needs segments in --costs)")

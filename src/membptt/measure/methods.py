@@ -429,6 +429,7 @@ class PlanMethod(Method):
 
     def prepare(self):
         import membptt
+        from membptt.planning.limits import PlanTooLarge
         from membptt.planning.simulate import simulate_ops
 
         self.report = probe_report(self.w)
@@ -442,7 +443,7 @@ class PlanMethod(Method):
                                 segments=None)
         memory = None if self.ignores_budget else self.options.get("memory")
         block = self.options.get("block")
-        if block is not None:  # "auto", "none" (step level) or a block length k
+        if block is not None:  # "auto", "chains", "none" (step level) or a block length k
             if not self.measured:
                 raise ValueError(f"option block={block!r}: block planning prices fused calls "
                                  f"by their measured costs; use {self.strategy}-measured")
@@ -450,7 +451,7 @@ class PlanMethod(Method):
         try:
             self.plan = membptt.plan(self.strategy, self.w.config.seq_len, memory,
                                      costs=costs, **kw)
-        except membptt.BudgetTooSmall as e:
+        except (membptt.BudgetTooSmall, PlanTooLarge) as e:  # not a bug: a point off-limits
             raise Infeasible(str(e)) from e
         # the same plan priced by the probed (measured) costs: predicted seconds
         self.sim_measured = simulate_ops(
@@ -542,7 +543,7 @@ OPTION_KEYS = ("memory", "alpha", "beta", "segments", "block")
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``"name:key=value:..."`` -> ``(name, options)``; keys from :data:`OPTION_KEYS`.
 
-    ``segments`` becomes an int, ``block`` an int (or ``"auto"`` / ``"none"``: the block
+    ``segments`` becomes an int, ``block`` an int (or ``"auto"`` / ``"chains"`` / ``"none"``: the block
     length of a measured plan method, see ``membptt.plan(block=...)``), ``alpha``/``beta`` floats, ``memory`` stays a string (units,
     bytes such as ``512MiB``, a percentage such as ``5%``, checked by the planner; or
     ``peak(SPEC)``: the measured peak of the group's method ``SPEC``, resolved by
@@ -564,13 +565,14 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
                              f"with key one of {', '.join(OPTION_KEYS)}")
         try:
             if key == "block":
-                options[key] = value if value in ("auto", "none") else int(value)
+                options[key] = value if value in ("auto", "chains", "none") else int(value)
             else:
                 options[key] = (int(value) if key == "segments" else
                                 float(value) if key in ("alpha", "beta") else value)
         except ValueError:
             kind = ("an integer" if key == "segments" else
-                    "an integer block length, 'auto' or 'none'" if key == "block" else "a number")
+                    "an integer block length, 'auto', 'chains' or 'none'" if key == "block"
+                    else "a number")
             raise ValueError(f"option {key} in method spec {spec!r} must be {kind}, got "
                              f"{value!r}") from None
     return name, options

@@ -3,6 +3,7 @@
 from . import dp, limits
 from .blocks import BlockPlan
 from .budget import Budget
+from .chains import ChainPlan
 from .costs import UNIT_COSTS, CostModel, SegmentCosts
 from .limits import PlanTooLarge
 from .ops import Backward, Drop, Forward, format_ops, paper_trace, parse_ops
@@ -12,7 +13,7 @@ from .simulate import BudgetTooSmall, PlanError, SimResult, simulate, simulate_o
 from .strategies import STRATEGIES, Request, register
 
 __all__ = [
-    "Backward", "BlockPlan", "Budget", "BudgetTooSmall", "CostModel", "Drop", "Forward",
+    "Backward", "BlockPlan", "Budget", "BudgetTooSmall", "ChainPlan", "CostModel", "Drop", "Forward",
     "MinimumBudget", "Plan", "PlanError", "PlanTooLarge", "Request", "STRATEGIES",
     "SegmentCosts", "SimResult", "UNIT_COSTS", "dp", "format_ops", "limits", "min_memory",
     "paper_trace", "parse_ops", "plan", "register", "simulate", "simulate_ops",

@@ -93,7 +93,7 @@ from .strategies import STRATEGIES, emit_from_table
 
 BLOCK_STRATEGIES = ("hsm", "ism", "msm")
 BLOCK_DEFAULT = "default"  # "auto" when costs.segments is set, else step-level planning
-VALID_BLOCKS = ("'default', 'auto', None or an integer block length k >= 1")
+VALID_BLOCKS = ("'default', 'auto', 'chains', None or an integer block length k >= 1")
 
 
 def block_arg(block, strategy: str, costs: CostModel):
@@ -102,6 +102,13 @@ def block_arg(block, strategy: str, costs: CostModel):
         return "auto" if costs.segments is not None and strategy in BLOCK_STRATEGIES else None
     if block is None:
         return None
+    if block == "chains":
+        from .chains import CHAIN_STRATEGIES
+        if strategy not in CHAIN_STRATEGIES:
+            raise ValueError(f"block='chains' plans BPTT-HSM with fused chains; strategy must "
+                             f"be one of {', '.join(CHAIN_STRATEGIES)}, got {strategy!r} (use "
+                             "block='auto' for ism and msm)")
+        return block
     if block != "auto" and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise ValueError(f"block must be {VALID_BLOCKS}; got {block!r}")
     if strategy not in BLOCK_STRATEGIES:

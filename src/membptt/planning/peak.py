@@ -165,6 +165,13 @@ def min_memory(strategy: str, seq_len: int, *, alpha=None, beta=None,
     costs, alpha, beta = costs_and_sizes(costs, alpha, beta)
     ci = 1 if strat.count_initial else 0
     block = blocks.block_arg(block, strategy, costs)
+    if block == "chains":  # a one-step chain with nothing stored (membptt.planning.chains)
+        if costs.segments is None:
+            raise ValueError("block='chains' needs costs with segments "
+                             "(costs=membptt.probe(step, state0, inputs))")
+        prices = blocks.Prices(costs, alpha, beta)
+        nbytes = min(prices.working(L) for L in range(1, min(seq_len, costs.segments.lengths[-1]) + 1))
+        return MinimumBudget(strategy, seq_len, 1, nbytes, None)
     if block is None:
         if alpha is None and strat.needs_alpha:
             raise ValueError(f"strategy {strategy!r} needs alpha (internal-state size in "

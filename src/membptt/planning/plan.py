@@ -160,7 +160,9 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
         block: ``"default"`` (``"auto"`` when ``costs.segments`` is set and the strategy is
             hsm, ism or msm, else step level), ``None`` (step level, the paper's DP), ``"auto"``
             (choose the block length) or an int ``k``: plan on blocks of ``k`` steps priced as
-            fused calls (:mod:`membptt.planning.blocks`; returns a ``BlockPlan``).
+            fused calls (:mod:`membptt.planning.blocks`; returns a ``BlockPlan``);
+            ``"chains"`` (hsm only): plan on steps with fused chains of any length priced by
+            their measured length (:mod:`membptt.planning.chains`; returns a ``ChainPlan``).
         percent_of: what a percentage budget is of: ``"stepped"`` BPTT's bytes (default) or
             ``"fused"`` BPTT's (needs ``costs.segments``); see :mod:`membptt.planning.peak`.
             When ``costs.working_bytes`` (or segments) is set, byte and percentage budgets
@@ -202,6 +204,13 @@ def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
 
     peak.check_percent_of(percent_of)
     block = blocks.block_arg(block, strategy, costs)
+    if block == "chains":
+        from .chains import plan_chains
+
+        return plan_chains(strategy, seq_len, memory, alpha=alpha, beta=beta, costs=costs,
+                           percent_of=percent_of, options=dict(options),
+                           max_table_bytes=max_table_bytes, max_ops=max_ops,
+                           max_dp_work=max_dp_work)
     if block is not None:
         return blocks.plan_blocks(strategy, seq_len, memory, alpha=alpha, beta=beta, costs=costs,
                                   block=block, percent_of=percent_of, options=dict(options),

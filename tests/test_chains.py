@@ -1,0 +1,200 @@
+"""Chain planning (issue 9): BPTT-HSM with fused chains of any length priced by length.
+
+The DP against BPTT-HSM on unit prices and against brute force; plans valid, inside their byte
+budget, never worse than the block HSM plans they contain; exact gradients through the executor
+with one fused call per chain; the measured peak inside the budget."""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import membptt
+from membptt.execution import ExecStats, bptt, compiled, measure_step, plain_bptt
+from membptt.execution.compile import Graph
+from membptt.execution.memtrack import LiveBytesTracker
+from membptt.models import GRULanguageModel, LSTMLanguageModel, synthetic_task
+from membptt.planning import BudgetTooSmall, CostModel, SegmentCosts
+from membptt.planning.chains import ChainPlan, solve
+from membptt.planning.dp import c_hsm
+from membptt.planning.limits import PlanTooLarge
+
+HB = 1000
+LENGTHS = (1, 2, 4, 8, 16)
+RUNS = (1, 4, 16, 64)
+
+
+def costs(**over) -> CostModel:
+    seg = dict(lengths=LENGTHS,
+               forward=tuple(2.0 + 0.5 * L for L in LENGTHS),
+               backward=tuple(3.0 + 1.0 * L for L in LENGTHS),
+               stored_bytes=tuple(HB + 3 * HB * L for L in LENGTHS),
+               beta_bytes=tuple(3 * HB * L for L in LENGTHS),
+               working_bytes=tuple(10 * HB + 4 * HB * L for L in LENGTHS),
+               run_lengths=RUNS, run_seconds=tuple(1.0 + 0.25 * L for L in RUNS))
+    seg.update(over)
+    return CostModel(run_fixed=0.5, run_per_step=1.0, forward_graph=3.0, backward=5.0,
+                     hidden_bytes=HB, internal_bytes=5 * HB, beta_bytes=4 * HB,
+                     working_bytes=12 * HB, segments=SegmentCosts(**seg))
+
+
+# -- the DP ---------------------------------------------------------------------------------------
+
+def test_unit_prices_and_one_step_chains_give_bptt_hsm():
+    T, M = 40, 6
+    C, kind, arg = solve(T, M, np.arange(T + 1, dtype=float), [np.inf, 1.0],
+                         np.ones((2, M + 1), dtype=bool))
+    for t in range(1, T + 1):
+        for m in range(1, M + 1):
+            assert C[t, m] == c_hsm(t, m), (t, m)
+        assert math.isinf(C[t, 0]) and kind[t, 0] == -1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_prices_agree_with_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    T, M, lmax = 16, 6, 5
+    chain = np.concatenate([[np.inf], 0.7 + np.cumsum(rng.uniform(0.5, 3.0, lmax))])
+    run = np.concatenate([[0.0], 0.3 + np.cumsum(rng.uniform(0.2, 1.0, T))])
+    ok = rng.uniform(size=(lmax + 1, M + 1)) < 0.7
+    ok[1, 1:] = True
+
+    @functools.cache
+    def brute(t, m):
+        if t == 0:
+            return 0.0
+        if m <= 0:
+            return math.inf
+        c = [run[y] + brute(t - y, m - 1) + brute(y, m) for y in range(1, t)]
+        c += [run[t - L] + chain[L] + brute(t - L, m) for L in range(1, min(lmax, t) + 1)
+              if ok[L, m]]
+        return min(c)
+
+    C, _, _ = solve(T, M, run, chain, ok)
+    for t in range(T + 1):
+        for m in range(M + 1):
+            assert C[t, m] == pytest.approx(brute(t, m), rel=1e-12, abs=0)
+
+
+def test_solve_refuses_bad_shapes():
+    with pytest.raises(ValueError, match="run must have"):
+        solve(5, 2, np.arange(5.0), [np.inf, 1.0], np.ones((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match="ok must have shape"):
+        solve(5, 2, np.arange(6.0), [np.inf, 1.0], np.ones((2, 2), dtype=bool))
+
+
+# -- plans ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [1, 7, 40, 97])
+@pytest.mark.parametrize("memory", ["30000B", "60000B", "150000B"])
+def test_chain_plans_are_valid_inside_the_budget_and_replay_their_dp(T, memory):
+    c = costs()
+    p = membptt.plan("hsm", T, memory, costs=c, block="chains")
+    assert isinstance(p, ChainPlan)
+    assert p.backward_ops == T  # the simulator replayed the ops (plan() validates them)
+    assert p.predicted_peak_bytes <= p.budget.bytes
+    assert p.predicted_cost == pytest.approx(p.info["dp_cost"], rel=1e-9)
+    # every chain is one run of consecutive steps, and the executor breaks segments there
+    assert sum(b - a + 1 for a, b in p.chains) == T
+    assert set(p.block_bounds) == {b for _, b in p.chains}
+    assert all(b - a + 1 <= LENGTHS[-1] for a, b in p.chains)
+
+
+@pytest.mark.parametrize("T", [40, 97])
+@pytest.mark.parametrize("memory", ["40000B", "80000B", "150000B"])
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_chains_never_cost_more_than_block_hsm(T, memory, k):
+    """A block HSM plan (checkpoints at block bounds, a core block of k steps) is one of the
+    plans the chain DP searches, so the chain optimum is at most its (replayed) price."""
+    c = costs()
+    try:
+        blk = membptt.plan("hsm", T, memory, costs=c, block=k)
+    except BudgetTooSmall:
+        pytest.skip("no block plan of this k fits")
+    ch = membptt.plan("hsm", T, memory, costs=c, block="chains")
+    if T % k == 0:  # no ragged block: the block plan is exactly in the chain class
+        assert ch.predicted_cost <= blk.predicted_cost + 1e-9
+
+
+def test_chain_plan_errors_name_the_problem():
+    c = costs()
+    with pytest.raises(ValueError, match="strategy must be one of hsm"):
+        membptt.plan("msm", 20, "50000B", costs=c, block="chains")
+    with pytest.raises(ValueError, match="needs costs with segments"):
+        membptt.plan("hsm", 20, "50000B", costs=CostModel(hidden_bytes=HB, internal_bytes=2 * HB),
+                     block="chains")
+    with pytest.raises(ValueError, match="bytes or a percentage"):
+        membptt.plan("hsm", 20, 10, costs=c, block="chains")
+    with pytest.raises(BudgetTooSmall, match="below the minimum") as e:
+        membptt.plan("hsm", 20, "10000B", costs=c, block="chains")
+    assert e.value.minimum == 14 * HB == membptt.min_memory("hsm", 20, costs=c,
+                                                            block="chains").bytes
+    membptt.plan("hsm", 20, f"{14 * HB}B", costs=c, block="chains")  # the minimum is feasible
+    with pytest.raises(PlanTooLarge, match="max_dp_work"):
+        membptt.plan("hsm", 500, "400000B", costs=c, block="chains", max_dp_work=10**6)
+
+
+# -- execution ------------------------------------------------------------------------------------
+
+def _make(kind, T, B=3, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    cls = LSTMLanguageModel if kind == "lstm" else GRULanguageModel
+    model = cls(5, 6, 5).to(dtype)
+    x, y = synthetic_task(T, B, 5, dense=True, seed=seed, dtype=dtype)
+    return model, model.initial_state(B), (x, y)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("memory", ["40000B", "90000B"])
+def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, memory):
+    T = 37
+    model, s0, inputs = _make(kind, T)
+    p = membptt.plan("hsm", T, memory, costs=costs(), block="chains")
+    model.zero_grad(set_to_none=True)
+    plain_bptt(model, s0, inputs)[0].backward()
+    ref = [q.grad.clone() for q in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    st = ExecStats()
+    bptt(model, s0, inputs, p, stats=st).backward()
+    got = [q.grad for q in model.parameters()]
+    assert max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(got, ref)) <= 1e-10
+    segs = [ins for ins in compiled(p).instructions if isinstance(ins, Graph)]
+    assert sorted((g.a, g.b) for g in segs) == sorted(p.chains)
+    assert st.segment_calls == sum(1 for a, b in p.chains if b > a) > 0
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_measured_peak_within_the_byte_budget_on_probed_costs():
+    torch.manual_seed(0)
+    T, B = 64, 8
+    model = LSTMLanguageModel(16, 32, 16)
+    x, y = synthetic_task(T, B, 16, dense=True)
+    s0 = model.initial_state(B)
+    rep = measure_step(model, s0, (x, y), repeats=1, chain=4, segment_lengths=(1, 2, 4, 8, 16))
+    for memory in ("25%", "50%"):
+        p = membptt.plan("hsm", T, memory, costs=rep.costs, block="chains")
+        model.zero_grad(set_to_none=True)
+        with LiveBytesTracker() as tr:
+            bptt(model, s0, (x, y), p).backward()
+        assert p.predicted_peak_bytes <= p.budget.bytes
+        assert tr.peak_bytes <= p.budget.bytes, (memory, tr.peak_bytes, p.predicted_peak_bytes)
+
+
+def test_cli_block_chains(capsys, tmp_path):
+    import json
+
+    from membptt.cli import main
+
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(costs().to_dict()))
+    code = main(["plan", "--strategy", "hsm", "--seq-len", "40", "--memory", "60000B",
+                 "--costs", str(path), "--block", "chains", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["block"] == "chains" and d["info"]["chains"] >= 1
+    assert d["predicted_peak_bytes"] <= d["budget"]["bytes"]
+    code = main(["plan", "--strategy", "msm", "--seq-len", "40", "--memory", "60000B",
+                 "--costs", str(path), "--block", "chains"])
+    err = capsys.readouterr().err
+    assert code == 2 and "strategy must be one of hsm" in err
