@@ -252,3 +252,15 @@ def test_reversible_state_is_float64_with_float32_parameters():
     h, c = w.state0
     assert h.dtype == c.dtype == torch.float64 and h.shape == c.shape == (3, 6)
     assert get_model("rev-gru").extras["reversible_bptt"] is not None
+
+
+def test_a_plan_over_the_planning_limits_is_an_infeasible_point(monkeypatch):
+    """A measured plan method whose DP the planning limits refuse (``PlanTooLarge``) is an
+    infeasible point of the sweep, not an error (a bug) that fails the group's exit code."""
+    import membptt.planning.limits as limits
+
+    w = make_workload(WorkloadConfig(seq_len=40, hidden=16, batch=4, input_size=8, classes=8))
+    monkeypatch.setattr(limits, "DEFAULT_MAX_DP_WORK", 10)
+    m = make_method("hsm-measured:memory=60%:block=chains", w)
+    with pytest.raises(Infeasible, match="max_dp_work"):
+        m.prepare()
