@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
-import os
 import platform
 import statistics
 import sys
@@ -58,6 +58,7 @@ from chain_dp import chain_dp  # noqa: E402
 
 from membptt.measure.memory import tracked_peak  # noqa: E402
 from membptt.measure.methods import make_method  # noqa: E402
+from membptt.measure.results import atomic_write_text  # noqa: E402
 from membptt.measure.timing import time_interleaved  # noqa: E402
 from membptt.measure.workload import WorkloadConfig, make_workload  # noqa: E402
 from membptt.models.registry import state_leaves  # noqa: E402
@@ -434,12 +435,11 @@ def main(argv=None) -> int:
                  command=" ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     keys = list((rows + verdict_rows)[0])
-    tmp = args.out.with_name(args.out.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=keys)
-        wr.writeheader()
-        wr.writerows(rows + verdict_rows)
-    os.replace(tmp, args.out)
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=keys)
+    wr.writeheader()
+    wr.writerows(rows + verdict_rows)
+    atomic_write_text(args.out, buf.getvalue())
     print(f"\n[floor] wrote {args.out} in {time.time() - t0:.0f} s")
     return 0
 

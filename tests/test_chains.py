@@ -10,35 +10,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_blocks import HB, LENGTHS  # the synthetic fused model of the block tests
+from test_blocks import fused_costs as costs
 
 import membptt
 from membptt.execution import ExecStats, bptt, compiled, measure_step, plain_bptt
 from membptt.execution.compile import Graph
 from membptt.execution.memtrack import LiveBytesTracker
 from membptt.models import GRULanguageModel, LSTMLanguageModel, synthetic_task
-from membptt.planning import BudgetTooSmall, CostModel, SegmentCosts
+from membptt.planning import BudgetTooSmall, CostModel
 from membptt.planning.chains import ChainPlan, solve
 from membptt.planning.dp import c_hsm
 from membptt.planning.limits import PlanTooLarge
-
-HB = 1000
-LENGTHS = (1, 2, 4, 8, 16)
-RUNS = (1, 4, 16, 64)
-
-
-def costs(**over) -> CostModel:
-    seg = dict(lengths=LENGTHS,
-               forward=tuple(2.0 + 0.5 * L for L in LENGTHS),
-               backward=tuple(3.0 + 1.0 * L for L in LENGTHS),
-               stored_bytes=tuple(HB + 3 * HB * L for L in LENGTHS),
-               beta_bytes=tuple(3 * HB * L for L in LENGTHS),
-               working_bytes=tuple(10 * HB + 4 * HB * L for L in LENGTHS),
-               run_lengths=RUNS, run_seconds=tuple(1.0 + 0.25 * L for L in RUNS))
-    seg.update(over)
-    return CostModel(run_fixed=0.5, run_per_step=1.0, forward_graph=3.0, backward=5.0,
-                     hidden_bytes=HB, internal_bytes=5 * HB, beta_bytes=4 * HB,
-                     working_bytes=12 * HB, segments=SegmentCosts(**seg))
-
 
 # -- the DP ---------------------------------------------------------------------------------------
 
