@@ -62,6 +62,7 @@ from membptt.measure.results import atomic_write_text  # noqa: E402
 from membptt.measure.timing import time_interleaved  # noqa: E402
 from membptt.measure.workload import WorkloadConfig, make_workload  # noqa: E402
 from membptt.models.registry import state_leaves  # noqa: E402
+from membptt.planning.chains import solve  # noqa: E402
 
 FRONT = "torch-checkpoint-fused-reentrant"
 FRONT_NR = "torch-checkpoint-fused"
@@ -169,7 +170,8 @@ def _prices(by: dict, r: int | None) -> dict:
 
 def _class_optimum(by: dict, price: dict, T: int, budget: int, state_bytes: int,
                    kept: bool) -> tuple[float, int, int]:
-    """(least time, state slots, longest chain) of plans with fused chains (``chain_dp``)."""
+    """(least time, state slots, longest chain) of plans with fused chains: the library's
+    :func:`membptt.planning.chains.solve` for HSM, ``chain_dp`` with kept chains for MSM."""
     fb_rows = {int(k.split("=")[1]): r for k, r in by.items() if k.startswith("fb L=")}
     p_gf = min(v for k, v in price.items() if k.startswith("gf c="))
     lens = [L for L in sorted(fb_rows) if int(float(fb_rows[L]["peak_bytes"])) <= budget]
@@ -186,7 +188,10 @@ def _class_optimum(by: dict, price: dict, T: int, budget: int, state_bytes: int,
         for m in range(1, M + 1):
             ok[L, m] = (M - m) * state_bytes + int(float(fr["peak_bytes"])) <= budget
     gf = p_gf * np.arange(T + 1, dtype=float)
-    C = chain_dp(T, M, fb, gf, ok, size=size if kept else None)
+    if kept:  # MSM with chains: only the analysis DP has kept chains
+        C = chain_dp(T, M, fb, gf, ok, size=size)
+    else:  # HSM with chains: the library's planner DP (membptt.planning.chains)
+        C, _, _ = solve(T, M, gf, fb, ok)
     return float(C[T, M]), M, lmax
 
 
