@@ -61,11 +61,76 @@ def test_random_prices_agree_with_brute_force(seed):
             assert C[t, m] == pytest.approx(brute(t, m), rel=1e-12, abs=0)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("M", [3, 12, 45])
+def test_saturation_is_exact(seed, M):
+    """Rows computed only up to m_all + t - 1 and copied beyond equal the full tables (costs,
+    actions and arguments), for budgets where chains stop fitting as states pile up."""
+    from membptt.planning.chains import dp_work, saturation
+    rng = np.random.default_rng(seed)
+    T, lmax = 40, 9
+    chain = np.concatenate([[np.inf], 0.5 + np.cumsum(rng.uniform(0.3, 2.0, lmax))])
+    run = np.concatenate([[0.0], 0.2 + np.cumsum(rng.uniform(0.2, 1.0, T))])
+    m = np.arange(M + 1)
+    need = rng.integers(0, M, size=lmax + 1)  # chain L fits once m >= need[L] (monotone in m)
+    ok = (m[None, :] >= np.maximum(need[:, None], 1))
+    ok[1] = m >= 1
+    full = solve(T, M, run, chain, ok, saturate=False)
+    sat = solve(T, M, run, chain, ok)
+    for a, b in zip(full, sat):
+        np.testing.assert_array_equal(a, b)
+    okc = ok[:, 1:].copy()
+    okc[0] = False
+    m_all = saturation(okc)
+    assert 1 <= m_all <= M and (okc[:, m_all - 1:] == okc[:, -1:]).all()
+    assert m_all == 1 or not (okc[:, m_all - 2] == okc[:, -1]).all()
+    assert dp_work(T, M, lmax, m_all) <= dp_work(T, M, lmax, M) <= (T + 1) * M * (T + lmax)
+
+
+@pytest.mark.skipif(__import__("membptt.planning.dp", fromlist=["x"]).CHAIN_CORE is None,
+                    reason="the compiled DP core is not built")
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("saturate", [True, False])
+def test_compiled_loop_equals_numpy_bit_for_bit(seed, saturate):
+    """The compiled loop (_dpcore.c) does numpy's sums in numpy's order: equal tables, ties
+    included (prices on a coarse grid make ties common)."""
+    rng = np.random.default_rng(seed)
+    T, M, lmax = 50, 30, 12
+    chain = np.concatenate([[np.inf], rng.integers(1, 6, lmax).cumsum() * 0.5])
+    chain[rng.integers(1, lmax + 1)] = np.inf  # a length that cannot run
+    run = np.concatenate([[0.0], rng.integers(1, 3, T).cumsum() * 0.25])
+    m = np.arange(M + 1)
+    need = rng.integers(0, M, size=lmax + 1)
+    ok = m[None, :] >= np.maximum(need[:, None], 1)
+    ok[1] = m >= 1
+    a = solve(T, M, run, chain, ok, saturate=saturate, use="numpy")
+    b = solve(T, M, run, chain, ok, saturate=saturate, use="c")
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="use must be"):
+        solve(T, M, run, chain, ok, use="fortran")
+
+
+def test_large_budgets_plan_at_saturated_cost():
+    """A budget with far more slots than steps is planned (work bounded by T, not M) and equals
+    the plan of a budget of 40 states more than one per step."""
+    T = 120
+    c = costs()
+    huge = membptt.plan("hsm", T, "10000000B", costs=c, block="chains", max_dp_work=3 * 10**6)
+    assert huge.info["dp_slots"] > 50 * T
+    enough = membptt.plan("hsm", T, f"{(T + 40) * HB}B", costs=c, block="chains")
+    assert huge.predicted_cost == pytest.approx(enough.predicted_cost, rel=1e-12)
+
+
 def test_solve_refuses_bad_shapes():
     with pytest.raises(ValueError, match="run must have"):
         solve(5, 2, np.arange(5.0), [np.inf, 1.0], np.ones((2, 3), dtype=bool))
     with pytest.raises(ValueError, match="ok must have shape"):
         solve(5, 2, np.arange(6.0), [np.inf, 1.0], np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match="costs >= 0"):
+        solve(5, 2, np.arange(6.0), [np.inf, np.nan], np.ones((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match="costs >= 0"):
+        solve(5, 2, -np.arange(6.0), [np.inf, 1.0], np.ones((2, 3), dtype=bool))
 
 
 # -- plans ----------------------------------------------------------------------------------------
@@ -163,6 +228,72 @@ def test_measured_peak_within_the_byte_budget_on_probed_costs():
             bptt(model, s0, (x, y), p).backward()
         assert p.predicted_peak_bytes <= p.budget.bytes
         assert tr.peak_bytes <= p.budget.bytes, (memory, tr.peak_bytes, p.predicted_peak_bytes)
+
+
+# -- the lone core's working set (SegmentCosts.core_bytes) ----------------------------------------
+
+def _with_core(core):
+    from test_blocks import segments
+    return costs(segments=segments(core_bytes=core))
+
+
+def test_core_bytes_validation_and_fallback():
+    import json
+
+    from test_blocks import segments
+    with pytest.raises(ValueError, match=r"core_bytes\[4\] = 999999 exceeds working_bytes\[4\]"):
+        segments(core_bytes=(1, 2, 3, 4, 999999))
+    with pytest.raises(ValueError, match="core_bytes has 2 entries"):
+        segments(core_bytes=(1, 2))
+    with pytest.raises(ValueError, match="-3"):
+        segments(core_bytes=(1, 2, -3, 4, 5))
+    plain = segments()
+    assert plain.core_bytes is None and "core_bytes" not in plain.to_dict()
+    assert plain.at("core_bytes", 8) == plain.at("working_bytes", 8)  # the upper bound
+    lone = segments(core_bytes=tuple(w - 2 * HB for w in plain.working_bytes))
+    assert lone.at("core_bytes", 8) == plain.at("working_bytes", 8) - 2 * HB
+    c = costs(segments=lone)
+    assert CostModel(**json.loads(json.dumps(c.to_dict()))) == c
+
+
+@pytest.mark.parametrize("memory", ["30000B", "60000B"])
+def test_a_smaller_lone_core_gives_slots_and_never_costs_more(memory):
+    """Charging the lone core's working set (what an HSM chain holds) instead of linked
+    chains' leaves more room for stored states: the plan is valid, within its budget by the
+    lone-core bytes, and never more expensive than the one planned on working_bytes."""
+    from test_blocks import segments
+    T = 97
+    big = membptt.plan("hsm", T, memory, costs=costs(), block="chains")
+    lone = tuple(w - 4 * HB for w in segments().working_bytes)
+    small = membptt.plan("hsm", T, memory, costs=_with_core(lone), block="chains")
+    assert small.predicted_cost <= big.predicted_cost + 1e-9
+    assert small.predicted_peak_bytes <= small.budget.bytes
+    work = {L: w for L, w in zip(LENGTHS, lone)}
+    assert small.predicted_peak_bytes - small.stored_peak_bytes <= max(work.values())
+    lo_big = membptt.min_memory("hsm", T, costs=costs(), block="chains").bytes
+    lo_small = membptt.min_memory("hsm", T, costs=_with_core(lone), block="chains").bytes
+    assert lo_small == lo_big - 4 * HB
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_probed_lone_core_is_at_most_the_linked_working_set_and_bounds_a_chain():
+    """The probe measures core_bytes (one segment backpropagated alone) beside working_bytes
+    (the largest over 1-3 linked segments); a lone chain's measured excess stays within it."""
+    torch.manual_seed(0)
+    T, B = 64, 8
+    model = LSTMLanguageModel(16, 32, 16)
+    x, y = synthetic_task(T, B, 16, dense=True)
+    s0 = model.initial_state(B)
+    rep = measure_step(model, s0, (x, y), repeats=1, chain=4, segment_lengths=(1, 4, 16))
+    seg = rep.costs.segments
+    assert seg.core_bytes is not None and len(seg.core_bytes) == len(seg.lengths)
+    assert all(0 < c <= w for c, w in zip(seg.core_bytes, seg.working_bytes))
+    assert any(c < w for c, w in zip(seg.core_bytes, seg.working_bytes))  # linking costs bytes
+    p = membptt.plan("hsm", T, "25%", costs=rep.costs, block="chains")
+    model.zero_grad(set_to_none=True)
+    with LiveBytesTracker() as tr:
+        bptt(model, s0, (x, y), p).backward()
+    assert tr.peak_bytes <= p.predicted_peak_bytes <= p.budget.bytes
 
 
 def test_cli_block_chains(capsys, tmp_path):

@@ -91,7 +91,8 @@ def _add_plan_parser(sub) -> None:
                    help=f"refuse plans of more ops than this (default {DEFAULT_MAX_OPS})")
     p.add_argument("--max-dp-work", type=int, default=None, metavar="UNITS",
                    help="abandon a DP table needing more work units than this (Q "
-                        "evaluations, search intervals, cells; 5-9 ns each; default "
+                        "evaluations, search intervals, cells, 5-9 ns each; for "
+                        "--block chains 4 candidate evaluations; default "
                         f"{DEFAULT_MAX_DP_WORK:.0e})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")

@@ -27,7 +27,8 @@ measures fused calls **as a function of their length** ``L`` (``segment_lengths`
 measured, no affine assumption): the forward and backward seconds of one with-graph call of
 ``L`` steps, the bytes a stored ``L``-step segment holds (and without its input state), the
 working set while an ``L``-step segment is the working core (after a stored one in its chain,
-or alone, whichever is larger), and graph-free fused runs at several lengths. These go into
+or alone, whichever is larger: ``working_bytes``; alone: ``core_bytes``, what an HSM chain
+holds), and graph-free fused runs at several lengths. These go into
 ``CostModel.segments`` (a :class:`~membptt.planning.costs.SegmentCosts`), on which the planner
 plans blocks of fused steps.
 
@@ -341,7 +342,14 @@ CHAIN_LENGTHS = (1, 2, 3, 4)
 
 
 def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS, segment: int = 1) -> int:
-    """Working set of backpropagating chains of linked records, measured (bytes).
+    """Working set of backpropagating chains of linked records, measured (bytes): the largest
+    of :func:`chain_working_bytes_by_count` over ``lengths``."""
+    return max(chain_working_bytes_by_count(ex, h, mt, lengths, segment).values(), default=0)
+
+
+def chain_working_bytes_by_count(ex, h, mt, lengths=CHAIN_LENGTHS,
+                                 segment: int = 1) -> dict[int, int]:
+    """Working set of backpropagating chains of linked records, measured, by record count.
 
     For each length ``n``: from a held state ``h`` and a held incoming gradient ``dh``, the
     forwards with graph of ``n`` linked records of ``segment`` steps each (single steps when
@@ -349,11 +357,12 @@ def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS, segment: int = 1) -> i
     executor runs them. What counts is the peak of live bytes (tracker ``mt``) from just before
     the *last* record's forward on, beyond what was live then: the other ``n - 1`` records are
     stored states a plan counts; the last is the working core a plan does not count. Returns
-    the largest over ``lengths``. Longer chains also hold, until the chain is done, the
-    parameter gradients summed over it (autograd's accumulation buffer) and the gradients
-    flowing between records; measured here it stops growing from 3 single steps on.
+    ``{n: bytes}`` (``n = 1`` is a lone core, as in HSM plans). Longer chains also hold, until
+    the chain is done, the parameter gradients summed over it (autograd's accumulation buffer)
+    and the gradients flowing between records; measured here it stops growing from 3 single
+    steps on.
     """
-    worst = 0
+    out = {}
     for n in lengths:
         spans = _steps(ex.T, 2, n * segment)
         spans = [(a + k * segment, a + (k + 1) * segment - 1)
@@ -372,8 +381,8 @@ def chain_working_bytes(ex, h, mt, lengths=CHAIN_LENGTHS, segment: int = 1) -> i
         recs.reverse()
         ex.backward(recs, dh=dh, gloss=ex.gloss)
         del dh
-        worst = max(worst, mt.peak_bytes - base)
-    return worst
+        out[n] = mt.peak_bytes - base
+    return out
 
 
 def _timed_run(ex, h1, k):
@@ -441,7 +450,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
     every run length once, so a slow spell of the machine hits all lengths alike (the planner
     compares them) instead of biasing the ones timed during it; medians over rounds."""
     T = ex.T
-    fwd, bwd, stored, beta, working = [], [], [], [], []
+    fwd, bwd, stored, beta, working, core = [], [], [], [], [], []
     run_lengths = tuple(L for L in RUN_LENGTHS if L <= T - 1) or (1,)
     run_seconds = []
     if times:
@@ -476,12 +485,13 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
                 del rec, h
                 ex.reset()
                 h = tuple(t.clone() for t in h1)
-                w = chain_working_bytes(ex, h, mt, (1, 2, 3), segment=L)
+                w = chain_working_bytes_by_count(ex, h, mt, (1, 2, 3), segment=L)
                 ex.reset()
                 del h
             stored.append(int(s))
             beta.append(int(max(b, 1)))
-            working.append(int(w + extra))
+            working.append(int(max(w.values()) + extra))
+            core.append(int(w[1] + extra))
     run_transient = 0
     if sizes:
         with LiveBytesTracker() as mt:
@@ -489,6 +499,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
             run_transient = _run_transient(ex, h, mt)
             del h
         working = [max(w, run_transient + extra) for w in working]
+        core = [max(c, run_transient + extra) for c in core]
     return {
         "lengths": tuple(lengths),
         "forward": tuple(fwd) if times else None,
@@ -496,6 +507,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
         "stored_bytes": tuple(stored) if sizes else None,
         "beta_bytes": tuple(beta) if sizes else None,
         "working_bytes": tuple(working) if sizes else None,
+        "core_bytes": tuple(core) if sizes else None,
         "run_lengths": run_lengths if times else None,
         "run_seconds": tuple(run_seconds) if times else None,
     }

@@ -91,7 +91,7 @@ static void search(ctx_t *x, long t, long m, long size, int shift, int kind, lon
 
 /* Version of the interface below (checked by dp.py, so that a stale build is not called with
    the wrong arguments). */
-long membptt_dp_version(void) { return 2; }
+long membptt_dp_version(void) { return 3; }
 
 /* Fills counts[0] with the number of Q evaluations and counts[1] with the work (Q evaluations
    + search intervals + cells + suffix-minimum updates, what the running time is made of). Returns 0, or -1 when
@@ -165,5 +165,60 @@ long membptt_dp_solve(long T, long M, double fixed, double per, double g, int hi
         }
     }
     counts[0] = x.evals; counts[1] = x.evals + x.work;
+    return 0;
+}
+
+/* BPTT-HSM with fused chains of any length (membptt/planning/chains.py documents the
+ * recursion; this is its `solve`, the same sums in the same order, so the tables equal the
+ * numpy version's bit for bit, ties included).
+ *
+ * C, kind, arg: (T+1) x (M+1), indexed [t * (M+1) + m], row 0 filled by the caller (C = 0,
+ * kind = -1, arg = 0) and rows t >= 1 written here; run: T+1 costs of graph-free runs;
+ * chain: lmax+1 costs (inf where impossible); okc: (lmax+1) x M, whether a chain of L fits
+ * with m = 1..M slots (okc[L * M + m - 1]); m_all: columns of row t past m_all + t - 1 are
+ * copied (saturation, exact); best, barg: scratch of M doubles and M ints. Returns 0. */
+long membptt_chain_solve(long T, long M, long lmax, long m_all, int saturate,
+                         const double *run, const double *chain, const int8_t *okc,
+                         double *C, int8_t *kind, int32_t *arg,
+                         double *best, int32_t *barg) {
+    long M1 = M + 1;
+    for (long t = 1; t <= T; t++) {
+        long Mt = saturate ? (m_all + t - 1 < M ? m_all + t - 1 : M) : M;
+        double *Ct = C + t * M1;
+        int8_t *kt = kind + t * M1;
+        int32_t *at = arg + t * M1;
+        for (long j = 0; j < Mt; j++) { best[j] = INFINITY; barg[j] = t >= 2 ? 1 : 0; }
+        /* hidden pushes, y ascending: run(y) + C(t - y, m - 1) + C(y, m); strict < keeps the
+           first minimum (the smallest y), as numpy's argmin */
+        for (long y = 1; y <= t - 1; y++) {
+            const double *a = C + (t - y) * M1;  /* column m - 1 at index j (m = j + 1) */
+            const double *b = C + y * M1 + 1;    /* column m at index j */
+            double r = run[y];
+            for (long j = 0; j < Mt; j++) {
+                double q = r + a[j];
+                q += b[j];
+                if (q < best[j]) { best[j] = q; barg[j] = (int32_t)y; }
+            }
+        }
+        for (long j = 0; j < Mt; j++) kt[j + 1] = isfinite(best[j]) ? 0 : -1;
+        /* chains, longest first: run(t - L) + chain(L) + C(t - L, m) where it fits; a chain
+           replaces the push only when strictly cheaper (ties: push first, then longest L) */
+        long lt = lmax < t ? lmax : t;
+        for (long L = lt; L >= 1; L--) {
+            if (!isfinite(chain[L])) continue;
+            const double *c = C + (t - L) * M1 + 1;
+            const int8_t *ok = okc + L * M;
+            double r = run[t - L] + chain[L];
+            for (long j = 0; j < Mt; j++) {
+                if (!ok[j]) continue;
+                double q = r + c[j];
+                if (q < best[j]) { best[j] = q; barg[j] = (int32_t)L; kt[j + 1] = 1; }
+            }
+        }
+        for (long j = 0; j < Mt; j++) { Ct[j + 1] = best[j]; at[j + 1] = barg[j]; }
+        for (long j = Mt; j < M; j++) {
+            Ct[j + 1] = best[Mt - 1]; kt[j + 1] = kt[Mt]; at[j + 1] = barg[Mt - 1];
+        }
+    }
     return 0;
 }

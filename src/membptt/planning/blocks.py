@@ -181,6 +181,13 @@ class Prices:
             return None
         return self.costs.working_bytes + self.stored_bytes(L - 1)
 
+    def core(self, L: int) -> int | None:
+        """Working set of a *lone* ``L``-step core, backpropagated alone (HSM chains):
+        ``segments.core_bytes`` where measured, else :meth:`working` (an upper bound)."""
+        if self.seg:
+            return math.ceil(self.seg.at("core_bytes", L))
+        return self.working(L)
+
 
 def fit_runs(prices: Prices, k: int, n: int) -> tuple[float, float, dict]:
     """``(run_fixed, run_per_block, info)`` of the engine's run line for blocks of ``k`` steps

@@ -29,17 +29,25 @@ calls, interpolated between measured lengths; graph-free runs at their real leng
 fixed cost is counted once per run). **Bytes**: with a budget of ``B`` bytes and hidden states
 of ``hb`` bytes the top sub-problem gets ``M = floor(B / hb) + 1`` slots (``h_0``'s slot
 free); a sub-problem with ``m`` slots left has ``M - m`` states stored above it, so a chain of
-``L`` fits when ``(M - m) hb + working(L) <= B``, with ``working(L)`` the probed working set of
-an ``L``-step core (its graph, backward temporaries, parameter gradients, a graph-free run's
-transient). Chains are at most the longest measured length. So every chain's predicted peak,
+``L`` fits when ``(M - m) hb + core(L) <= B``, with ``core(L)`` the probed working set of a
+*lone* ``L``-step core (its graph, backward temporaries, parameter gradients, a graph-free run's
+transient; ``SegmentCosts.core_bytes``): an HSM plan backpropagates every chain alone, never
+linked to a stored one, so the larger working set of linked chains (``working_bytes``, which
+ISM/MSM block plans need) is not charged. Costs probed before ``core_bytes`` existed fall back
+to ``working_bytes``. Chains are at most the longest measured length. So every chain's predicted peak,
 stored states included, is within the budget (``Plan.predicted_peak_bytes`` is the largest).
 
-**Work**: ``O(T^2 M)`` for the hidden pushes plus ``O(T M Lmax)`` for the chains, as numpy
-arrays over ``(y, m)`` for each ``t`` (every action of ``C(t, .)`` reads rows below ``t``); the
-table has ``(T + 1)(M + 1)`` cells. Both are checked against the planning limits
-(:mod:`.limits`) before anything is allocated. At ``T = 1000`` and 5 % of stepped BPTT's bytes
-(about 230 slots) planning takes seconds; large budgets are refused by the work limit (use
-``block="auto"`` there: with that much memory, blocks are within a few per cent of the front).
+**Work**: ``O(T^2 M)`` candidate evaluations for the hidden pushes plus ``O(T M Lmax)`` for
+the chains (every action of ``C(t, .)`` reads rows below ``t``, so row ``t`` is computed for
+all ``m`` at once), fewer with saturation (:func:`saturation`: columns past
+``m_all + t - 1`` are copied, which bounds the work by about ``T^3 / 3`` when the budget has
+room beyond the longest chain). The loop is compiled (``_dpcore.c``, about 1.65 ns per
+evaluation) with a numpy version that gives equal tables. The evaluations
+(:func:`dp_work`, :data:`ELEMENTS_PER_UNIT` per unit) and the table's ``(T + 1)(M + 1)`` cells
+are checked against the planning limits (:mod:`.limits`) before anything is allocated. At
+``T = 1000`` (a one-off timing on synthetic prices): 0.2 s at 5 % of stepped BPTT's bytes
+(230 slots), 1.3 s at the 164 MiB peak of the ``K = 8`` checkpoint (1,316 slots, 8.1e8
+evaluations).
 
 Kept chains (MSM's internal states as chains) are not planned here: on the measured prices of
 ``benchmarks/bench_floor.py`` they did not lower the optimum at 5 % or below the
@@ -60,17 +68,24 @@ from .ops import Backward, Drop, Forward, Op
 from .plan import Plan
 from .simulate import BudgetTooSmall, simulate_ops
 
-__all__ = ["ChainPlan", "plan_chains", "solve"]
+__all__ = ["ELEMENTS_PER_UNIT", "ChainPlan", "dp_work", "plan_chains", "saturation", "solve"]
 
 CHAIN_STRATEGIES = ("hsm",)
 
 
-def solve(T: int, M: int, run, chain, ok) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def solve(T: int, M: int, run, chain, ok, *, saturate: bool = True, use: str | None = None,
+          m_all: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The tables ``C``, ``kind`` (0 hidden push, 1 chain, -1 none) and ``arg`` (``y`` or ``L``).
 
     ``run``: ``T + 1`` costs of graph-free runs by length (``run[0] = 0``); ``chain``: costs of a
     chain of ``L`` steps at index ``L`` (``chain[0]`` unused, ``inf`` where impossible);
-    ``ok``: boolean ``(len(chain), M + 1)``, whether a chain of ``L`` fits with ``m`` slots.
+    ``ok``: boolean ``(len(chain), M + 1)``, whether a chain of ``L`` fits with ``m`` slots
+    (monotone: more slots left means fewer states stored above). With ``saturate`` (the
+    default) row ``t`` is computed only up to ``m = m_all + t - 1`` and copied beyond, which is
+    exact (:func:`saturation`); ``saturate=False`` computes every cell (the tests compare).
+    ``use``: ``"c"`` (the compiled loop of ``_dpcore.c``, the default when built) or
+    ``"numpy"``; both do the same sums in the same order, so their tables are equal.
+    ``m_all``: :func:`saturation` of ``ok``, when the caller has it.
     """
     run = np.asarray(run, dtype=float)
     chain = np.asarray(chain, dtype=float)
@@ -80,6 +95,9 @@ def solve(T: int, M: int, run, chain, ok) -> tuple[np.ndarray, np.ndarray, np.nd
         raise ValueError(f"run must have T + 1 = {T + 1} entries with run[0] = 0")
     if ok.shape != (lmax + 1, M + 1):
         raise ValueError(f"ok must have shape {(lmax + 1, M + 1)}, got {ok.shape}")
+    if np.isnan(run).any() or (run < 0).any() or np.isnan(chain).any() or (chain < 0).any():
+        raise ValueError("run and chain must hold costs >= 0 (inf where impossible), got "
+                         f"run={run!r}, chain={chain!r}")
     C = np.full((T + 1, M + 1), np.inf)
     C[0, :] = 0.0
     kind = np.full((T + 1, M + 1), -1, dtype=np.int8)
@@ -89,31 +107,84 @@ def solve(T: int, M: int, run, chain, ok) -> tuple[np.ndarray, np.ndarray, np.nd
     # every action of C(t, .) reads rows < t only, so row t is computed for all m at once
     okc = ok[:, 1:] & np.isfinite(chain)[:, None]  # (lmax + 1, M), m = 1..M
     okc[0] = False
+    m_all = saturation(okc) if m_all is None else m_all
+    from .dp import CHAIN_CORE
+    use = use or ("c" if CHAIN_CORE is not None else "numpy")
+    if use == "c":
+        if CHAIN_CORE is None:
+            raise RuntimeError("the compiled DP core is not built (reinstall membptt with a C "
+                               "compiler)")
+        CHAIN_CORE(T, M, lmax, m_all, int(bool(saturate)), np.ascontiguousarray(run),
+                   np.ascontiguousarray(chain), np.ascontiguousarray(okc, dtype=np.int8),
+                   C, kind, arg, np.empty(M), np.empty(M, dtype=np.int32))
+        return C, kind, arg
+    if use != "numpy":
+        raise ValueError(f"use must be 'c' or 'numpy', got {use!r}")
     for t in range(1, T + 1):
-        best = np.full(M, np.inf)
-        bk = np.full(M, -1, dtype=np.int8)
-        ba = np.zeros(M, dtype=np.int32)
+        # columns past m_all + t - 1 equal that column (saturation's docstring): not computed
+        Mt = min(M, m_all + t - 1) if saturate else M
+        best = np.full(Mt, np.inf)
+        bk = np.full(Mt, -1, dtype=np.int8)
+        ba = np.zeros(Mt, dtype=np.int32)
         if t >= 2:
             # y = 1 .. t-1 down the rows: run(y) + C(t - y, m - 1) + C(y, m), as views
-            q = run[1:t, None] + C[t - 1:0:-1, :M]
-            q += C[1:t, 1:]
+            q = run[1:t, None] + C[t - 1:0:-1, :Mt]
+            q += C[1:t, 1:Mt + 1]
             j = np.argmin(q, axis=0)  # the first minimum: the smallest y
-            best = q[j, np.arange(M)]
+            best = q[j, np.arange(Mt)]
             bk[np.isfinite(best)] = 0
             ba[:] = j + 1
         lt = min(lmax, t)
         if lt >= 1:
             ls = np.arange(lt, 0, -1)  # longest first, so argmin's first minimum is the longest
-            q2 = run[t - ls][:, None] + chain[ls][:, None] + C[t - ls, 1:]
-            q2 = np.where(okc[ls], q2, np.inf)
+            q2 = run[t - ls][:, None] + chain[ls][:, None] + C[t - ls, 1:Mt + 1]
+            q2 = np.where(okc[ls, :Mt], q2, np.inf)
             j2 = np.argmin(q2, axis=0)
-            b2 = q2[j2, np.arange(M)]
+            b2 = q2[j2, np.arange(Mt)]
             better = b2 < best
             best = np.where(better, b2, best)
             bk[better] = 1
             ba[better] = ls[j2[better]]
-        C[t, 1:], kind[t, 1:], arg[t, 1:] = best, bk, ba
+        C[t, 1:Mt + 1], kind[t, 1:Mt + 1], arg[t, 1:Mt + 1] = best, bk, ba
+        if Mt < M:
+            C[t, Mt + 1:], kind[t, Mt + 1:], arg[t, Mt + 1:] = best[-1], bk[-1], ba[-1]
     return C, kind, arg
+
+
+def saturation(okc: np.ndarray) -> int:
+    """The least ``m_all >= 1`` from which the columns of ``okc`` (``ok[:, 1:]``: which chains
+    fit with ``m = 1..M`` slots) no longer change.
+
+    A sub-problem of ``t`` steps nests at most ``t - 1`` hidden pushes, each taking one slot,
+    so with ``m >= m_all + t - 1`` slots every sub-problem it reaches has at least ``m_all``:
+    every chain fits wherever the plan could use one, and the plans open to it (hence
+    ``C(t, m)``, its action and argument) are those of ``m = m_all + t - 1``. Large budgets
+    thus cost ``O(T^3)`` work instead of ``O(T^2 M)``.
+    """
+    changed = (okc != okc[:, -1:]).any(axis=0)  # columns (m = 1..M) unlike the last one
+    idx = np.flatnonzero(changed)
+    return int(idx[-1]) + 2 if idx.size else 1
+
+
+ELEMENTS_PER_UNIT = 4
+"""Candidate evaluations of the compiled chain loop per unit of ``max_dp_work``: it takes about
+1.65 ns per evaluation on this project's CPU (T = 1000, 230 and 1316 slots), the step-level DP
+core 4.8-8.9 ns per work unit, so a unit means about the same time in both. The numpy loop
+(no compiled core) takes about 11 ns per evaluation and counts one per unit."""
+
+
+def elements_per_unit() -> int:
+    """:data:`ELEMENTS_PER_UNIT` with the compiled loop, 1 with the numpy one."""
+    from .dp import CHAIN_CORE
+    return ELEMENTS_PER_UNIT if CHAIN_CORE is not None else 1
+
+
+def dp_work(T: int, M: int, lmax: int, m_all: int) -> int:
+    """Candidate evaluations of :func:`solve` with saturation (hidden pushes and chains),
+    ``sum over t of min(M, m_all + t - 1) * (t - 1 + min(lmax, t))``; divided by
+    :func:`elements_per_unit` it is checked against ``max_dp_work``."""
+    t = np.arange(1, T + 1, dtype=np.int64)
+    return int((np.minimum(M, m_all + t - 1) * (t - 1 + np.minimum(lmax, t))).sum())
 
 
 def emit(T: int, M: int, kind: np.ndarray, arg: np.ndarray, max_ops: int
@@ -224,7 +295,7 @@ def _replay(ops, chains, prices, hb: int) -> tuple[float, float, int, int, int]:
                 fwd += prices.run(run) + prices.forward(L)
                 bwd += prices.backward(L)
                 run = 0
-                peak = max(peak, hidden * hb + prices.working(L))
+                peak = max(peak, hidden * hb + prices.core(L))
         elif isinstance(op, Drop) and op.kind == "hidden":
             hidden -= 1
     return fwd, bwd, peak_h * hb, peak, peak_h
@@ -258,7 +329,7 @@ def plan_chains(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     prices = Prices(costs, alpha, beta)
     hb, T = prices.hb, seq_len
     seg = costs.segments
-    work = {L: prices.working(L) for L in range(1, min(T, seg.lengths[-1]) + 1)}
+    work = {L: prices.core(L) for L in range(1, min(T, seg.lengths[-1]) + 1)}
     fitting = [L for L, w in work.items() if w <= nbytes]
     if not fitting:
         need = min(work.values())
@@ -270,14 +341,6 @@ def plan_chains(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     lmax = max(fitting)
     M = nbytes // hb + 1
     limits.check_table(T, M, limits.max_table_bytes(max_table_bytes), "the chain DP's tables")
-    need_work = (T + 1) * M * (T // 2 + lmax)
-    limit = limits.max_dp_work(max_dp_work)
-    if need_work > limit:
-        raise limits.PlanTooLarge(
-            f"the chain DP for seq_len={T} with {M} slots and chains up to {lmax} steps needs "
-            f"about {need_work:.3g} units of work, above the limit {limit:.3g} (max_dp_work): "
-            "use block='auto' (blocks) for budgets this large, a smaller budget, or raise "
-            "max_dp_work")
     run = np.array([prices.run(y) for y in range(T + 1)])
     chain = np.full(lmax + 1, np.inf)
     ok = np.zeros((lmax + 1, M + 1), dtype=bool)
@@ -285,7 +348,21 @@ def plan_chains(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     for L in fitting:
         chain[L] = prices.forward(L) + prices.backward(L)
         ok[L] = (m >= 1) & ((M - m) * hb + work[L] <= nbytes)
-    C, kinds, args = solve(T, M, run, chain, ok)
+    okc = ok[:, 1:] & np.isfinite(chain)[:, None]
+    okc[0] = False
+    m_all = saturation(okc)
+    evals = dp_work(T, M, lmax, m_all)
+    per = elements_per_unit()
+    need_work = -(-evals // per)
+    limit = limits.max_dp_work(max_dp_work)
+    if need_work > limit:
+        raise limits.PlanTooLarge(
+            f"the chain DP for seq_len={T} with {M} slots and chains up to {lmax} steps needs "
+            f"{need_work:.3g} units of work ({evals:.3g} candidate evaluations, "
+            f"{per} per unit), above the limit {limit:.3g} (max_dp_work): "
+            "use block='auto' (blocks), a smaller budget or a shorter sequence, or raise "
+            "max_dp_work")
+    C, kinds, args = solve(T, M, run, chain, ok, m_all=m_all)
     if not math.isfinite(C[T, M]):  # pragma: no cover - a one-step chain always fits at M
         raise AssertionError("chain plan: no finite plan although a chain fits")
     ops, chains = emit(T, M, kinds, args, limits.max_ops(max_ops))

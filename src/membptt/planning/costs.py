@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 _SEGMENT_TIMES = ("forward", "backward")
 _SEGMENT_BYTES = ("stored_bytes", "beta_bytes", "working_bytes")
+_OPTIONAL_BYTES = ("core_bytes",)
 
 
 def _positive_number(owner: str, name: str, v) -> None:
@@ -83,7 +84,11 @@ class SegmentCosts:
       state's storage (what it costs when that state is stored anyway);
     * ``working_bytes[j]``: peak live bytes beyond the stored states while an ``L``-step
       segment is the working core (its forward and backward, transients, cursor, incoming
-      gradient, parameter-gradient buffers);
+      gradient, parameter-gradient buffers), the largest over chains of linked segments
+      backpropagated by one call (as ISM/MSM block plans run their stored segments);
+    * ``core_bytes[j]`` (optional, ``None`` when not measured): the same for a *lone* core,
+      an ``L``-step segment backpropagated alone, as every chain of an HSM plan is
+      (:mod:`membptt.planning.chains`); never more than ``working_bytes[j]``;
     * ``run_lengths`` / ``run_seconds``: graph-free fused runs measured at these lengths.
 
     Lists are accepted and stored as tuples (so a model read back from JSON is hashable).
@@ -99,10 +104,13 @@ class SegmentCosts:
     working_bytes: tuple[int, ...]
     run_lengths: tuple[int, ...]
     run_seconds: tuple[float, ...]
+    core_bytes: tuple[int, ...] | None = None
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
+            if v is None and f.name in _OPTIONAL_BYTES:
+                continue
             if isinstance(v, list):
                 object.__setattr__(self, f.name, v := tuple(v))
             if not isinstance(v, tuple):
@@ -114,16 +122,25 @@ class SegmentCosts:
                              f"{self.lengths!r}")
         _lengths("SegmentCosts", "run_lengths", self.run_lengths)
         n = len(self.lengths)
-        for name in _SEGMENT_TIMES + _SEGMENT_BYTES:
+        for name in _SEGMENT_TIMES + _SEGMENT_BYTES + _OPTIONAL_BYTES:
             v = getattr(self, name)
+            if v is None:
+                continue
             if len(v) != n:
                 raise ValueError(f"SegmentCosts.{name} has {len(v)} entries; it needs one per "
                                  f"length in lengths={self.lengths!r} ({n})")
             for x in v:
                 _positive_number("SegmentCosts", name, x)
-                if name in _SEGMENT_BYTES and not isinstance(x, int):
+                if name in _SEGMENT_BYTES + _OPTIONAL_BYTES and not isinstance(x, int):
                     raise ValueError(f"SegmentCosts.{name} must hold integers (bytes), "
                                      f"got {x!r}")
+        if self.core_bytes is not None:
+            for j, (c, w) in enumerate(zip(self.core_bytes, self.working_bytes)):
+                if c > w:
+                    raise ValueError(
+                        f"SegmentCosts.core_bytes[{j}] = {c} exceeds working_bytes[{j}] = {w} "
+                        f"(length {self.lengths[j]}): a lone core is one of the chains "
+                        "working_bytes is the largest of")
         if len(self.run_seconds) != len(self.run_lengths):
             raise ValueError(f"SegmentCosts.run_seconds has {len(self.run_seconds)} entries; "
                              f"it needs one per run length in {self.run_lengths!r}")
@@ -137,11 +154,14 @@ class SegmentCosts:
                     "larger")
 
     def at(self, name: str, length: float) -> float:
-        """``name`` (forward, backward, stored_bytes, beta_bytes, working_bytes) at
-        ``length`` steps, interpolated between the measured lengths."""
-        if name not in _SEGMENT_TIMES + _SEGMENT_BYTES:
-            raise ValueError(f"unknown segment quantity {name!r}; valid: "
-                             + ", ".join(_SEGMENT_TIMES + _SEGMENT_BYTES))
+        """``name`` (forward, backward, stored_bytes, beta_bytes, working_bytes, core_bytes)
+        at ``length`` steps, interpolated between the measured lengths; ``core_bytes`` falls
+        back to ``working_bytes`` when it was not measured (an upper bound)."""
+        valid = _SEGMENT_TIMES + _SEGMENT_BYTES + _OPTIONAL_BYTES
+        if name not in valid:
+            raise ValueError(f"unknown segment quantity {name!r}; valid: " + ", ".join(valid))
+        if name == "core_bytes" and self.core_bytes is None:
+            name = "working_bytes"
         return interpolate(self.lengths, getattr(self, name), length)
 
     def run(self, length: int) -> float:
@@ -149,7 +169,8 @@ class SegmentCosts:
         return 0.0 if length <= 0 else interpolate(self.run_lengths, self.run_seconds, length)
 
     def to_dict(self) -> dict:
-        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None}
 
 MAX_BYTES = 2**63 - 1  # no state is larger than an addressable memory
 

@@ -124,7 +124,7 @@ def _run_vec(costs: CostModel, k):
     return np.where(k > 0, costs.run_fixed + k * costs.run_per_step, 0.0)
 
 
-CORE_VERSION = 2  # membptt_dp_version() of _dpcore.c this module calls
+CORE_VERSION = 3  # membptt_dp_version() of _dpcore.c this module calls
 
 
 def _load_core():
@@ -154,11 +154,19 @@ def _load_core():
                            ctypes.c_long, ptr(np.int64, flags="C"),
                            ptr(np.float64, flags="C"), ptr(np.int8, flags="C"),
                            ptr(np.int32, flags="C"), ptr(np.float64, flags="C")]
-            return fn
-    return None
+            chain = lib.membptt_chain_solve
+            chain.restype = ctypes.c_long
+            chain.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+                              ctypes.c_int, ptr(np.float64, flags="C"),
+                              ptr(np.float64, flags="C"), ptr(np.int8, flags="C"),
+                              ptr(np.float64, flags="C"), ptr(np.int8, flags="C"),
+                              ptr(np.int32, flags="C"), ptr(np.float64, flags="C"),
+                              ptr(np.int32, flags="C")]
+            return fn, chain
+    return None, None
 
 
-_CORE = _load_core()
+_CORE, CHAIN_CORE = _load_core()  # CHAIN_CORE: membptt.planning.chains.solve's compiled loop
 
 
 def backend() -> str:

@@ -170,7 +170,7 @@ def min_memory(strategy: str, seq_len: int, *, alpha=None, beta=None,
             raise ValueError("block='chains' needs costs with segments "
                              "(costs=membptt.probe(step, state0, inputs))")
         prices = blocks.Prices(costs, alpha, beta)
-        nbytes = min(prices.working(L) for L in range(1, min(seq_len, costs.segments.lengths[-1]) + 1))
+        nbytes = min(prices.core(L) for L in range(1, min(seq_len, costs.segments.lengths[-1]) + 1))
         return MinimumBudget(strategy, seq_len, 1, nbytes, None)
     if block is None:
         if alpha is None and strat.needs_alpha:
