@@ -147,6 +147,7 @@ def test_methods_leave_no_graph_alive(w32):
         assert live <= grads + 64, name  # + the returned 0-dim loss
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_peak_path():
     from membptt.measure import cuda_peak
