@@ -194,12 +194,9 @@ def _make(kind, T, B=3, dtype=torch.float64, seed=0):
     return model, model.initial_state(B), (x, y)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("memory", ["40000B", "90000B"])
-def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, memory):
-    T = 37
-    model, s0, inputs = _make(kind, T)
-    p = membptt.plan("hsm", T, memory, costs=costs(), block="chains")
+def _against_plain(model, s0, inputs, p):
+    """(largest relative gradient error of ``bptt`` with plan ``p`` against plain autograd,
+    the executor's stats, the gradients)."""
     model.zero_grad(set_to_none=True)
     plain_bptt(model, s0, inputs)[0].backward()
     ref = [q.grad.clone() for q in model.parameters()]
@@ -207,7 +204,18 @@ def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, me
     st = ExecStats()
     bptt(model, s0, inputs, p, stats=st).backward()
     got = [q.grad for q in model.parameters()]
-    assert max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(got, ref)) <= 1e-10
+    err = max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(got, ref))
+    return err, st, got
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("memory", ["40000B", "90000B"])
+def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, memory):
+    T = 37
+    model, s0, inputs = _make(kind, T)
+    p = membptt.plan("hsm", T, memory, costs=costs(), block="chains")
+    err, st, _ = _against_plain(model, s0, inputs, p)
+    assert err <= 1e-10
     segs = [ins for ins in compiled(p).instructions if isinstance(ins, Graph)]
     assert sorted((g.a, g.b) for g in segs) == sorted(p.chains)
     assert st.segment_calls == sum(1 for a, b in p.chains if b > a) > 0
@@ -328,13 +336,7 @@ def test_cuda_chain_plans_equal_plain_autograd(kind):
     s0 = (tuple(t.cuda() for t in s0) if kind == "lstm" else s0.cuda())
     inputs = tuple(t.cuda() for t in inputs)
     p = membptt.plan("hsm", T, "40000B", costs=costs(), block="chains")
-    model.zero_grad(set_to_none=True)
-    plain_bptt(model, s0, inputs)[0].backward()
-    ref = [q.grad.clone() for q in model.parameters()]
-    model.zero_grad(set_to_none=True)
-    st = ExecStats()
-    bptt(model, s0, inputs, p, stats=st).backward()
-    got = [q.grad for q in model.parameters()]
+    err, st, got = _against_plain(model, s0, inputs, p)
     assert all(g.is_cuda for g in got)
-    assert max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(got, ref)) <= 1e-10
+    assert err <= 1e-10
     assert st.segment_calls == sum(1 for a, b in p.chains if b > a) > 0
