@@ -43,7 +43,7 @@ all ``m`` at once), fewer with saturation (:func:`saturation`: columns past
 ``m_all + t - 1`` are copied, which bounds the work by about ``T^3 / 3`` when the budget has
 room beyond the longest chain). The loop is compiled (``_dpcore.c``, about 1.65 ns per
 evaluation) with a numpy version that gives equal tables. The evaluations
-(:func:`dp_work`, :data:`ELEMENTS_PER_UNIT` per unit) and the table's ``(T + 1)(M + 1)`` cells
+(:func:`dp_work`, :func:`elements_per_unit` to a unit) and the table's ``(T + 1)(M + 1)`` cells
 are checked against the planning limits (:mod:`.limits`) before anything is allocated. At
 ``T = 1000`` (a one-off timing on synthetic prices): 0.2 s at 5 % of stepped BPTT's bytes
 (230 slots), 1.3 s at the 164 MiB peak of the ``K = 8`` checkpoint (1,316 slots, 8.1e8
@@ -68,7 +68,8 @@ from .ops import Backward, Drop, Forward, Op
 from .plan import Plan
 from .simulate import BudgetTooSmall, simulate_ops
 
-__all__ = ["ELEMENTS_PER_UNIT", "ChainPlan", "dp_work", "plan_chains", "saturation", "solve"]
+__all__ = ["ELEMENTS_PER_UNIT", "ChainPlan", "dp_work", "elements_per_unit", "fitting_chains",
+           "plan_chains", "saturation", "solve"]
 
 CHAIN_STRATEGIES = ("hsm",)
 
@@ -105,8 +106,7 @@ def solve(T: int, M: int, run, chain, ok, *, saturate: bool = True, use: str | N
     if M < 1:
         return C, kind, arg
     # every action of C(t, .) reads rows < t only, so row t is computed for all m at once
-    okc = ok[:, 1:] & np.isfinite(chain)[:, None]  # (lmax + 1, M), m = 1..M
-    okc[0] = False
+    okc = fitting_chains(ok, chain)
     m_all = saturation(okc) if m_all is None else m_all
     from .dp import CHAIN_CORE
     use = use or ("c" if CHAIN_CORE is not None else "numpy")
@@ -149,6 +149,14 @@ def solve(T: int, M: int, run, chain, ok, *, saturate: bool = True, use: str | N
         if Mt < M:
             C[t, Mt + 1:], kind[t, Mt + 1:], arg[t, Mt + 1:] = best[-1], bk[-1], ba[-1]
     return C, kind, arg
+
+
+def fitting_chains(ok: np.ndarray, chain: np.ndarray) -> np.ndarray:
+    """``(lmax + 1, M)`` booleans for ``m = 1..M``: the chain of ``L`` fits and can run (finite
+    price); row 0 (no chain) is False."""
+    okc = ok[:, 1:] & np.isfinite(chain)[:, None]
+    okc[0] = False
+    return okc
 
 
 def saturation(okc: np.ndarray) -> int:
@@ -348,9 +356,7 @@ def plan_chains(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     for L in fitting:
         chain[L] = prices.forward(L) + prices.backward(L)
         ok[L] = (m >= 1) & ((M - m) * hb + work[L] <= nbytes)
-    okc = ok[:, 1:] & np.isfinite(chain)[:, None]
-    okc[0] = False
-    m_all = saturation(okc)
+    m_all = saturation(fitting_chains(ok, chain))
     evals = dp_work(T, M, lmax, m_all)
     per = elements_per_unit()
     need_work = -(-evals // per)

@@ -135,23 +135,22 @@ class SegmentCosts:
                     raise ValueError(f"SegmentCosts.{name} must hold integers (bytes), "
                                      f"got {x!r}")
         if self.core_bytes is not None:
-            for j, (c, w) in enumerate(zip(self.core_bytes, self.working_bytes)):
-                if c > w:
-                    raise ValueError(
-                        f"SegmentCosts.core_bytes[{j}] = {c} exceeds working_bytes[{j}] = {w} "
-                        f"(length {self.lengths[j]}): a lone core is one of the chains "
-                        "working_bytes is the largest of")
+            self._not_above("core_bytes", "working_bytes", "a lone core is one of the chains "
+                            "working_bytes is the largest of")
         if len(self.run_seconds) != len(self.run_lengths):
             raise ValueError(f"SegmentCosts.run_seconds has {len(self.run_seconds)} entries; "
                              f"it needs one per run length in {self.run_lengths!r}")
         for x in self.run_seconds:
             _positive_number("SegmentCosts", "run_seconds", x)
-        for j, (s, b) in enumerate(zip(self.stored_bytes, self.beta_bytes)):
-            if b > s:
-                raise ValueError(
-                    f"SegmentCosts.beta_bytes[{j}] = {b} exceeds stored_bytes[{j}] = {s} "
-                    f"(length {self.lengths[j]}): without its input state a segment is not "
-                    "larger")
+        self._not_above("beta_bytes", "stored_bytes",
+                        "without its input state a segment is not larger")
+
+    def _not_above(self, small: str, big: str, why: str) -> None:
+        """Refuse a length where ``small`` exceeds ``big``, naming both values and ``why``."""
+        for j, (a, b) in enumerate(zip(getattr(self, small), getattr(self, big))):
+            if a > b:
+                raise ValueError(f"SegmentCosts.{small}[{j}] = {a} exceeds {big}[{j}] = {b} "
+                                 f"(length {self.lengths[j]}): {why}")
 
     def at(self, name: str, length: float) -> float:
         """``name`` (forward, backward, stored_bytes, beta_bytes, working_bytes, core_bytes)
