@@ -44,7 +44,7 @@ def main(argv=None) -> None:
         runs[f"checkpoint K={K}"] = m.run
     plans = {f"hsm block={k}": membptt.plan("hsm", 1000, args.budget, costs=costs, block=k)
              for k in (125, 32)}
-    plans["hsm chains"] = membptt.plan("hsm", 1000, args.budget, costs=costs, block="chains")
+    plans["hsm chains"] = membptt.plan("hsm", 1000, args.budget, costs=costs, planner="chains")
     for name, p in plans.items():
         runs[name] = (lambda p=p: membptt.bptt(w.step_fn, w.state0, w.inputs, p).backward())
         print(f"# {name}: predicted {p.predicted_cost:.3f} s, predicted peak "

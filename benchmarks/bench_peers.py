@@ -12,7 +12,7 @@ classes, batch 64, float32):
 * membptt MSM planned on the probed fused-segment costs (``msm-measured``: fused blocks, the
   block length chosen by the planner) at budgets of ``--budgets`` percent of stepped BPTT's
   bytes, at each front point's measured peak (``memory=peak(...)``) and at half the front's
-  smallest measured peak (below the front); ``--membptt msm-measured,hsm-measured:block=chains``
+  smallest measured peak (below the front); ``--membptt msm-measured,hsm-measured:planner=chains``
   adds chain planning (:mod:`membptt.planning.chains`) at the same budgets, in the same group.
 
 Then it checks the issue's four claims from the in-group numbers, prints a table (medians,
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     ap.add_argument("--membptt", type=lambda s: [x.strip() for x in s.split(",")],
                     default=["msm-measured"],
                     help="membptt methods (spec without the budget), comma-separated, e.g. "
-                         "msm-measured,hsm-measured:block=chains (chain planning)")
+                         "msm-measured,hsm-measured:planner=chains (chain planning)")
     ap.add_argument("--out", type=Path, default=Path("results/peers/peers_cpu.csv"))
     ap.add_argument("--plot", type=Path, default=None,
                     help="figure path (default: figures/<out stem>_front.png)")

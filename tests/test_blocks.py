@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 import membptt
 from membptt.cli import main
 from membptt.planning import (
-    BlockPlan,
     BudgetTooSmall,
     CostModel,
     SegmentCosts,
@@ -21,9 +20,10 @@ from membptt.planning import (
     simulate,
     simulate_ops,
 )
-from membptt.planning.blocks import Prices, block_bounds, fit_runs
+from membptt.planning.blocks import block_bounds, fit_runs
 from membptt.planning.costs import interpolate
-from membptt.planning.peak import fused_bptt_bytes, requested_bytes
+from membptt.planning.budget import fused_bptt_bytes, request
+from membptt.planning.prices import Prices
 
 HB = 1000  # bytes of one hidden state in the synthetic models below
 LENGTHS = (1, 2, 4, 8, 16)
@@ -120,7 +120,7 @@ def test_block_one_is_the_step_level_plan(strategy, alpha, beta):
     for t, m in [(10, 4), (37, 9), (100, 30)]:
         step = membptt.plan(strategy, t, m, alpha=alpha, beta=beta)
         blk = membptt.plan(strategy, t, m, alpha=alpha, beta=beta, block=1)
-        assert isinstance(blk, BlockPlan) and blk.block == 1 and step.block is None
+        assert blk.planner == "blocks" and blk.block == 1 and step.block is None
         assert blk.ops == step.ops
         assert blk.forward_ops == blk.forward_cost == step.forward_ops
 
@@ -181,24 +181,27 @@ def test_golden_block_trace():
 # -- measured segments: prices, bytes and budgets ---------------------------------------------------
 
 @pytest.mark.parametrize("strategy", ["hsm", "ism", "msm"])
-@pytest.mark.parametrize("t,block", [(1, "auto"), (9, "auto"), (30, "auto"), (64, "auto"),
+@pytest.mark.parametrize("t,block", [(1, None), (9, None), (30, None), (64, None),
                                      (23, 3), (30, 8), (50, 16)])
 def test_fused_plans_bound_the_predicted_peak(strategy, t, block):
     costs = fused_costs()
     for memory in ("5%", "20%", "60%", "200kB"):
         try:
-            p = membptt.plan(strategy, t, memory, costs=costs, block=block)
+            p = membptt.plan(strategy, t, memory, costs=costs, planner="blocks", block=block)
         except BudgetTooSmall as e:
-            asked = requested_bytes(memory, seq_len=t, costs=costs, percent_of="stepped")[2]
+            asked = request(memory, seq_len=t, costs=costs, alpha=None).nbytes
             assert e.minimum > asked and e.requested == memory
             continue
         simulate(p)
         assert p.predicted_peak_bytes <= p.budget.bytes
-        assert p.predicted_peak_bytes == p.peak_bytes + p.working_set_bytes
+        # the replay at each core is within the DP's bound: block-level stored peak plus the
+        # k-step working set
+        assert p.peak_bytes <= p.predicted_peak_bytes
+        assert p.predicted_peak_bytes <= p.info["block_stored_peak_bytes"] + p.info["working_bytes"]
         c = next(c for c in p.info["candidates"] if c["k"] == p.block)
         assert p.predicted_cost == c["predicted_cost"] == min(
             x["predicted_cost"] for x in p.info["candidates"] if x["feasible"])
-        expect = [L for L in LENGTHS if L <= t] if block == "auto" else [block]
+        expect = [L for L in LENGTHS if L <= t] if block is None else [block]
         assert [c["k"] for c in p.info["candidates"]] == expect
 
 
@@ -212,7 +215,7 @@ def test_stored_block_costs_its_measured_bytes():
     j = seg.lengths.index(8)
     assert format_ops(p.block_ops).startswith("F1+I F2+I F3+I F4(c)")
     assert p.peak_bytes == 3 * seg.beta_bytes[j]  # inputs held: h_0, then the previous blocks
-    assert p.working_set_bytes == seg.working_bytes[j]
+    assert p.info["working_bytes"] == seg.working_bytes[j]
 
 
 def test_ragged_block_priced_at_its_length():
@@ -221,7 +224,7 @@ def test_ragged_block_priced_at_its_length():
                      costs=costs, block=8)  # blocks of 8, 8, 5
     seg = costs.segments
     assert block_bounds(21, 8) == [0, 8, 16, 21]
-    assert p.fused_backward_cost == pytest.approx(2 * seg.at("backward", 8)
+    assert p.prediction.backward_cost == pytest.approx(2 * seg.at("backward", 8)
                                                   + seg.at("backward", 5))
 
 
@@ -229,7 +232,7 @@ def test_block_none_keeps_step_level_planning():
     costs = fused_costs()
     plain = fused_costs(segments=None)
     for strategy, memory in (("hsm", "30%"), ("msm", "30%"), ("full", None), ("chen", None)):
-        a = membptt.plan(strategy, 50, memory, costs=costs, block=None)
+        a = membptt.plan(strategy, 50, memory, costs=costs, planner="steps")
         b = membptt.plan(strategy, 50, memory, costs=plain)
         assert type(a) is type(b) and a.ops == b.ops
     assert membptt.plan("full", 50, costs=costs).block is None  # default: step level
@@ -271,7 +274,10 @@ def test_min_memory_units_is_the_threshold(strategy, kw):
     for block in ([None, 1, 4] if strategy in ("hsm", "ism", "msm") else [None]):
         lo = membptt.min_memory(strategy, 25, block=block, **kw)
         assert lo.bytes is None and lo.block == block
+        assert lo.planner == ("steps" if block is None else "blocks")
         membptt.plan(strategy, 25, lo.units, block=block, **kw)
+        assert membptt.plan(strategy, 25, "min", block=block, **kw).ops == membptt.plan(
+            strategy, 25, lo.units, block=block, **kw).ops
         with pytest.raises(BudgetTooSmall) as e:
             membptt.plan(strategy, 25, lo.units - 1, block=block, **kw)
         assert isinstance(e.value, ValueError) and "below the minimum" in str(e.value)
@@ -280,21 +286,27 @@ def test_min_memory_units_is_the_threshold(strategy, kw):
 
 
 @pytest.mark.parametrize("strategy", ["hsm", "ism", "msm"])
-@pytest.mark.parametrize("block", [None, 4, "auto"])
-def test_min_memory_bytes_is_the_threshold(strategy, block):
+@pytest.mark.parametrize("planner,block", [("steps", None), ("blocks", 4), ("blocks", None),
+                                           ("auto", None)])
+def test_min_memory_bytes_is_the_threshold(strategy, planner, block):
     costs = fused_costs()
-    lo = membptt.min_memory(strategy, 30, costs=costs, block=block)
-    p = membptt.plan(strategy, 30, f"{lo.bytes}B", costs=costs, block=block)
+    lo = membptt.min_memory(strategy, 30, costs=costs, planner=planner, block=block)
+    p = membptt.plan(strategy, 30, f"{lo.bytes}B", costs=costs, planner=planner, block=block)
     assert p.predicted_peak_bytes <= lo.bytes
+    assert membptt.plan(strategy, 30, "min", costs=costs, planner=planner,
+                        block=block).budget.bytes == lo.bytes
     with pytest.raises(BudgetTooSmall) as e:
-        membptt.plan(strategy, 30, f"{lo.bytes - 1}B", costs=costs, block=lo.block or block)
+        membptt.plan(strategy, 30, f"{lo.bytes - 1}B", costs=costs, planner=planner,
+                     block=block)
     assert e.value.strategy == strategy and e.value.seq_len == 30
-    assert e.value.minimum_bytes == lo.bytes
-    assert e.value.unit == ("units" if block is None else "bytes")
+    assert e.value.minimum_bytes == lo.bytes and e.value.unit == "bytes"
+    assert f"{lo.bytes:,} B" in str(e.value) and "units" not in str(e.value).split(":")[-1]
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(strategy="chen", block=4), "not 'chen'"),
+    (dict(strategy="chen", block=4), "does not apply to strategy 'chen'"),
+    (dict(strategy="msm", block="auto"), "planner='blocks'"),
+    (dict(strategy="hsm", block="chains"), "planner='chains'"),
     (dict(strategy="msm", block=0), "block must be"),
     (dict(strategy="msm", block="big"), "'big'"),
     (dict(strategy="msm", block=True), "True"),
@@ -323,7 +335,7 @@ def test_cli_block_flag(capsys, tmp_path):
     d = json.loads(capsys.readouterr().out)
     assert code == 0 and d["block"] in LENGTHS and d["predicted_peak_bytes"] <= d["budget"]["bytes"]
     code = main(["plan", "--strategy", "msm", "--seq-len", "40", "--memory", "30%", "--costs",
-                 str(path), "--block", "none"])
+                 str(path), "--planner", "steps"])
     out = capsys.readouterr().out
     assert code == 0 and "blocks of" not in out
     code = main(["plan", "--strategy", "hsm", "--seq-len", "40", "--memory", "3", "--block", "8"])
@@ -334,11 +346,10 @@ def test_cli_block_flag(capsys, tmp_path):
 def test_step_replay_matches_block_replay_counts():
     costs = fused_costs()
     p = membptt.plan("msm", 45, "25%", costs=costs)
-    bs = p.block_sim
-    again = simulate_ops(p.block_ops, bs.seq_len, alpha=p.info["block_alpha"],
-                         beta=p.info["block_beta"])
-    assert again.forward_ops == bs.forward_ops and again.backward_ops == bs.backward_ops
     k = p.block
+    n = -(-45 // k)
+    again = simulate_ops(p.block_ops, n, alpha=p.info["block_alpha"], beta=p.info["block_beta"])
+    assert again.backward_ops == n and again.peak_units == p.peak_memory
     assert sum(min(k, 45 - (op.step - 1) * k) for op in p.block_ops
                if isinstance(op, membptt.Forward)) == p.forward_ops
 
@@ -394,14 +405,14 @@ def test_dp_value_equals_repriced_plan_when_model_is_exact(strategy):
 
 
 def test_a_block_length_over_the_planning_limits_is_left_out(monkeypatch):
-    """block="auto" skips a k whose DP exceeds a planning limit (here the work limit, lowered
+    """planner="blocks" skips a k whose DP exceeds a planning limit (here the work limit, lowered
     so that k = 1, the largest table, needs too much) and plans with the best of the others,
     marking the refused k; when every k is refused, the plan is refused (PlanTooLarge)."""
     from membptt.planning import dp, limits
 
     costs = fused_costs()
     dp.clear_cache()
-    full = membptt.plan("msm", 64, "60%", costs=costs, block="auto")
+    full = membptt.plan("msm", 64, "60%", costs=costs, planner="blocks")
     works = {}
     for c in full.info["candidates"]:
         dp.clear_cache()
@@ -410,7 +421,7 @@ def test_a_block_length_over_the_planning_limits_is_left_out(monkeypatch):
     assert works[1] == max(works.values()) > min(works.values())
     monkeypatch.setattr(limits, "DEFAULT_MAX_DP_WORK", works[1] - 1)
     dp.clear_cache()
-    p = membptt.plan("msm", 64, "60%", costs=costs, block="auto")
+    p = membptt.plan("msm", 64, "60%", costs=costs, planner="blocks")
     cands = {c["k"]: c for c in p.info["candidates"]}
     assert not cands[1]["feasible"] and "max_dp_work" in cands[1]["refused"]
     assert p.block != 1 and p.predicted_cost == min(
@@ -418,7 +429,7 @@ def test_a_block_length_over_the_planning_limits_is_left_out(monkeypatch):
     monkeypatch.setattr(limits, "DEFAULT_MAX_DP_WORK", 1)
     dp.clear_cache()
     with pytest.raises(limits.PlanTooLarge, match="no block length fits"):
-        membptt.plan("msm", 64, "60%", costs=costs, block="auto")
+        membptt.plan("msm", 64, "60%", costs=costs, planner="blocks")
     dp.clear_cache()
 
 

@@ -19,7 +19,7 @@ from membptt.execution.compile import Graph
 from membptt.execution.memtrack import LiveBytesTracker
 from membptt.models import GRULanguageModel, LSTMLanguageModel, synthetic_task
 from membptt.planning import BudgetTooSmall, CostModel
-from membptt.planning.chains import ChainPlan, solve
+from membptt.planning.chains import solve
 from membptt.planning.dp import c_hsm
 from membptt.planning.limits import PlanTooLarge
 
@@ -116,9 +116,9 @@ def test_large_budgets_plan_at_saturated_cost():
     the plan of a budget of 40 states more than one per step."""
     T = 120
     c = costs()
-    huge = membptt.plan("hsm", T, "10000000B", costs=c, block="chains", max_dp_work=3 * 10**6)
+    huge = membptt.plan("hsm", T, "10000000B", costs=c, planner="chains", max_dp_work=3 * 10**6)
     assert huge.info["dp_slots"] > 50 * T
-    enough = membptt.plan("hsm", T, f"{(T + 40) * HB}B", costs=c, block="chains")
+    enough = membptt.plan("hsm", T, f"{(T + 40) * HB}B", costs=c, planner="chains")
     assert huge.predicted_cost == pytest.approx(enough.predicted_cost, rel=1e-12)
 
 
@@ -139,14 +139,14 @@ def test_solve_refuses_bad_shapes():
 @pytest.mark.parametrize("memory", ["30000B", "60000B", "150000B"])
 def test_chain_plans_are_valid_inside_the_budget_and_replay_their_dp(T, memory):
     c = costs()
-    p = membptt.plan("hsm", T, memory, costs=c, block="chains")
-    assert isinstance(p, ChainPlan)
+    p = membptt.plan("hsm", T, memory, costs=c, planner="chains")
+    assert p.planner == "chains" and p.block is None
     assert p.backward_ops == T  # the simulator replayed the ops (plan() validates them)
     assert p.predicted_peak_bytes <= p.budget.bytes
     assert p.predicted_cost == pytest.approx(p.info["dp_cost"], rel=1e-9)
     # every chain is one run of consecutive steps, and the executor breaks segments there
     assert sum(b - a + 1 for a, b in p.chains) == T
-    assert set(p.block_bounds) == {b for _, b in p.chains}
+    assert set(p.segment_ends) == {b for _, b in p.chains}
     assert all(b - a + 1 <= LENGTHS[-1] for a, b in p.chains)
 
 
@@ -161,27 +161,27 @@ def test_chains_never_cost_more_than_block_hsm(T, memory, k):
         blk = membptt.plan("hsm", T, memory, costs=c, block=k)
     except BudgetTooSmall:
         pytest.skip("no block plan of this k fits")
-    ch = membptt.plan("hsm", T, memory, costs=c, block="chains")
+    ch = membptt.plan("hsm", T, memory, costs=c, planner="chains")
     if T % k == 0:  # no ragged block: the block plan is exactly in the chain class
         assert ch.predicted_cost <= blk.predicted_cost + 1e-9
 
 
 def test_chain_plan_errors_name_the_problem():
     c = costs()
-    with pytest.raises(ValueError, match="strategy must be one of hsm"):
-        membptt.plan("msm", 20, "50000B", costs=c, block="chains")
+    with pytest.raises(ValueError, match="planner .chains. does not apply to strategy .msm."):
+        membptt.plan("msm", 20, "50000B", costs=c, planner="chains")
     with pytest.raises(ValueError, match="needs costs with segments"):
         membptt.plan("hsm", 20, "50000B", costs=CostModel(hidden_bytes=HB, internal_bytes=2 * HB),
-                     block="chains")
+                     planner="chains")
     with pytest.raises(ValueError, match="bytes or a percentage"):
-        membptt.plan("hsm", 20, 10, costs=c, block="chains")
+        membptt.plan("hsm", 20, 10, costs=c, planner="chains")
     with pytest.raises(BudgetTooSmall, match="below the minimum") as e:
-        membptt.plan("hsm", 20, "10000B", costs=c, block="chains")
+        membptt.plan("hsm", 20, "10000B", costs=c, planner="chains")
     assert e.value.minimum == 14 * HB == membptt.min_memory("hsm", 20, costs=c,
-                                                            block="chains").bytes
-    membptt.plan("hsm", 20, f"{14 * HB}B", costs=c, block="chains")  # the minimum is feasible
+                                                            planner="chains").bytes
+    membptt.plan("hsm", 20, f"{14 * HB}B", costs=c, planner="chains")  # the minimum is feasible
     with pytest.raises(PlanTooLarge, match="max_dp_work"):
-        membptt.plan("hsm", 500, "400000B", costs=c, block="chains", max_dp_work=10**6)
+        membptt.plan("hsm", 500, "400000B", costs=c, planner="chains", max_dp_work=10**6)
 
 
 # -- execution ------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def _against_plain(model, s0, inputs, p):
 def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, memory):
     T = 37
     model, s0, inputs = _make(kind, T)
-    p = membptt.plan("hsm", T, memory, costs=costs(), block="chains")
+    p = membptt.plan("hsm", T, memory, costs=costs(), planner="chains")
     err, st, _ = _against_plain(model, s0, inputs, p)
     assert err <= 1e-10
     segs = [ins for ins in compiled(p).instructions if isinstance(ins, Graph)]
@@ -230,7 +230,7 @@ def test_measured_peak_within_the_byte_budget_on_probed_costs():
     s0 = model.initial_state(B)
     rep = measure_step(model, s0, (x, y), repeats=1, chain=4, segment_lengths=(1, 2, 4, 8, 16))
     for memory in ("25%", "50%"):
-        p = membptt.plan("hsm", T, memory, costs=rep.costs, block="chains")
+        p = membptt.plan("hsm", T, memory, costs=rep.costs, planner="chains")
         model.zero_grad(set_to_none=True)
         with LiveBytesTracker() as tr:
             bptt(model, s0, (x, y), p).backward()
@@ -271,15 +271,15 @@ def test_a_smaller_lone_core_gives_slots_and_never_costs_more(memory):
     lone-core bytes, and never more expensive than the one planned on working_bytes."""
     from test_blocks import segments
     T = 97
-    big = membptt.plan("hsm", T, memory, costs=costs(), block="chains")
+    big = membptt.plan("hsm", T, memory, costs=costs(), planner="chains")
     lone = tuple(w - 4 * HB for w in segments().working_bytes)
-    small = membptt.plan("hsm", T, memory, costs=_with_core(lone), block="chains")
+    small = membptt.plan("hsm", T, memory, costs=_with_core(lone), planner="chains")
     assert small.predicted_cost <= big.predicted_cost + 1e-9
     assert small.predicted_peak_bytes <= small.budget.bytes
     work = {L: w for L, w in zip(LENGTHS, lone)}
-    assert small.predicted_peak_bytes - small.stored_peak_bytes <= max(work.values())
-    lo_big = membptt.min_memory("hsm", T, costs=costs(), block="chains").bytes
-    lo_small = membptt.min_memory("hsm", T, costs=_with_core(lone), block="chains").bytes
+    assert small.predicted_peak_bytes - small.peak_bytes <= max(work.values())
+    lo_big = membptt.min_memory("hsm", T, costs=costs(), planner="chains").bytes
+    lo_small = membptt.min_memory("hsm", T, costs=_with_core(lone), planner="chains").bytes
     assert lo_small == lo_big - 4 * HB
 
 
@@ -297,7 +297,7 @@ def test_probed_lone_core_is_at_most_the_linked_working_set_and_bounds_a_chain()
     assert seg.core_bytes is not None and len(seg.core_bytes) == len(seg.lengths)
     assert all(0 < c <= w for c, w in zip(seg.core_bytes, seg.working_bytes))
     assert any(c < w for c, w in zip(seg.core_bytes, seg.working_bytes))  # linking costs bytes
-    p = membptt.plan("hsm", T, "25%", costs=rep.costs, block="chains")
+    p = membptt.plan("hsm", T, "25%", costs=rep.costs, planner="chains")
     model.zero_grad(set_to_none=True)
     with LiveBytesTracker() as tr:
         bptt(model, s0, (x, y), p).backward()
@@ -312,14 +312,14 @@ def test_cli_block_chains(capsys, tmp_path):
     path = tmp_path / "costs.json"
     path.write_text(json.dumps(costs().to_dict()))
     code = main(["plan", "--strategy", "hsm", "--seq-len", "40", "--memory", "60000B",
-                 "--costs", str(path), "--block", "chains", "--json"])
+                 "--costs", str(path), "--planner", "chains", "--json"])
     d = json.loads(capsys.readouterr().out)
-    assert code == 0 and d["block"] == "chains" and d["info"]["chains"] >= 1
+    assert code == 0 and d["planner"] == "chains" and d["info"]["chains"] >= 1
     assert d["predicted_peak_bytes"] <= d["budget"]["bytes"]
     code = main(["plan", "--strategy", "msm", "--seq-len", "40", "--memory", "60000B",
-                 "--costs", str(path), "--block", "chains"])
+                 "--costs", str(path), "--planner", "chains"])
     err = capsys.readouterr().err
-    assert code == 2 and "strategy must be one of hsm" in err
+    assert code == 2 and "does not apply to strategy 'msm'" in err
 
 
 # -- CUDA (skipped without a GPU) ----------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_cuda_chain_plans_equal_plain_autograd(kind):
     model = model.cuda()
     s0 = (tuple(t.cuda() for t in s0) if kind == "lstm" else s0.cuda())
     inputs = tuple(t.cuda() for t in inputs)
-    p = membptt.plan("hsm", T, "40000B", costs=costs(), block="chains")
+    p = membptt.plan("hsm", T, "40000B", costs=costs(), planner="chains")
     err, st, got = _against_plain(model, s0, inputs, p)
     assert all(g.is_cuda for g in got)
     assert err <= 1e-10

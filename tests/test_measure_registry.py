@@ -91,9 +91,11 @@ def test_fused_checkpoint_holds_less_than_full_fused():
     ("torch-checkpoint:color=red", "key one of memory"),
     ("nope", "unknown method 'nope'"),
     ("msm:memory=5%,hsm", "cannot contain ','"),
-    ("msm-measured:memory=60%:block=x", "integer block length, 'auto', 'chains' or 'none'"),
-    ("msm-measured:memory=60%:block=chains", "strategy must be one of hsm"),
-    ("msm:memory=60%:block=4", "block planning prices fused calls"),
+    ("msm-measured:memory=60%:block=x", "an integer block length >= 1"),
+    ("msm-measured:memory=60%:block=auto", "an integer block length >= 1"),
+    ("msm-measured:memory=60%:planner=fast", "one of auto, steps, blocks, chains"),
+    ("msm-measured:memory=60%:planner=chains", "planner 'chains' does not apply to strategy 'msm'"),
+    ("msm:memory=60%:block=4", "fused planners price calls by their measured costs"),
 ])
 def test_bad_specs_name_the_bad_value(model_ref, spec, msg):
     w, _ = model_ref
@@ -107,20 +109,21 @@ def test_parse_method_spec():
         "torch-checkpoint-fused", {"segments": 8})
     assert parse_method_spec("msm-measured:memory=5%:block=16") == (
         "msm-measured", {"memory": "5%", "block": 16})
-    assert parse_method_spec("msm-measured:memory=5%:block=auto")[1]["block"] == "auto"
+    assert parse_method_spec("msm-measured:memory=5%:planner=blocks")[1]["planner"] == "blocks"
 
 
 def test_block_option_fixes_the_block_length():
-    """``block=k`` plans a measured method on blocks of k steps, ``block=none`` at step level."""
+    """``block=k`` plans a measured method on blocks of k steps, ``planner=steps`` at step
+    level, ``planner=chains`` with fused chains."""
     w = make_workload(WorkloadConfig(seq_len=40, hidden=16, batch=4, input_size=8, classes=8))
-    for block, expect in ((4, 4), ("none", None)):
-        m = make_method(f"msm-measured:memory=60%:block={block}", w)
+    for opt, planner, block in (("block=4", "blocks", 4), ("planner=steps", "steps", None)):
+        m = make_method(f"msm-measured:memory=60%:{opt}", w)
         m.prepare()
-        assert m.info()["block"] == expect
-    m = make_method("hsm-measured:memory=60%:block=chains", w)  # membptt.planning.chains
+        assert (m.info()["planner"], m.info()["block"]) == (planner, block)
+    m = make_method("hsm-measured:memory=60%:planner=chains", w)  # membptt.planning.chains
     m.prepare()
     info = m.info()
-    assert info["block"] == "chains" and "chains=" in info["params"]
+    assert info["planner"] == "chains" and "chains=" in info["params"]
     assert float(m.run()) > 0
 
 
@@ -261,6 +264,6 @@ def test_a_plan_over_the_planning_limits_is_an_infeasible_point(monkeypatch):
 
     w = make_workload(WorkloadConfig(seq_len=40, hidden=16, batch=4, input_size=8, classes=8))
     monkeypatch.setattr(limits, "DEFAULT_MAX_DP_WORK", 10)
-    m = make_method("hsm-measured:memory=60%:block=chains", w)
+    m = make_method("hsm-measured:memory=60%:planner=chains", w)
     with pytest.raises(Infeasible, match="max_dp_work"):
         m.prepare()

@@ -44,17 +44,16 @@ def _load_costs(path: str | None) -> CostModel | None:
 
 
 def _block_value(text: str):
-    if text in ("default", "auto", "chains"):
-        return text
-    if text == "none":
-        return None
     try:
-        return int(text)
+        k = int(text)
     except ValueError:
+        k = 0
+    if k < 1:
+        hint = {"auto": " (--planner blocks chooses K)", "chains": " (use --planner chains)",
+                "none": " (use --planner steps)"}.get(text, "")
         raise argparse.ArgumentTypeError(
-            f"--block must be an integer K >= 1, 'auto', 'chains', 'none' or 'default', got "
-            f"{text!r}"
-        ) from None
+            f"--block must be an integer block length K >= 1, got {text!r}{hint}") from None
+    return k
 
 
 def _add_plan_parser(sub) -> None:
@@ -65,8 +64,8 @@ def _add_plan_parser(sub) -> None:
     p.add_argument("--strategy", required=True, help="one of: " + ", ".join(sorted(STRATEGIES)))
     p.add_argument("--seq-len", required=True, type=int, help="number of time steps T")
     p.add_argument("--memory", default=None,
-                   help="budget: hidden-state units (250), bytes (512MiB) or percent of the "
-                        "full-cache memory (5%%)")
+                   help="budget: hidden-state units (250), bytes (512MiB), a percentage "
+                        "(5%%; of stepped BPTT's bytes, see --percent-of) or 'min'")
     p.add_argument("--alpha", type=float, default=None,
                    help="internal-state size in hidden-state units (rounded up)")
     p.add_argument("--beta", type=float, default=None,
@@ -75,12 +74,13 @@ def _add_plan_parser(sub) -> None:
                    help="cost model file (CostModel fields: run_fixed, run_per_step, "
                         "forward_graph, backward, hidden_bytes, internal_bytes, beta_bytes, "
                         "working_bytes, segments)")
-    p.add_argument("--block", default="default", type=_block_value,
-                   metavar="K|auto|chains|none",
-                   help="plan on blocks of K steps priced as fused calls (hsm, ism, msm); "
-                        "'auto' chooses K; 'chains' (hsm) plans steps with fused chains of "
-                        "any length priced by length; 'none' plans steps (the paper's DP); "
-                        "default: auto when the cost model has segments, else none")
+    p.add_argument("--planner", default="auto", choices=("auto", "steps", "blocks", "chains"),
+                   help="auto (default): steps without segments in --costs, else the planner "
+                        "of least predicted time; steps: the paper's DP on single steps; "
+                        "blocks: the DP on blocks of K steps priced as fused calls (hsm, ism, "
+                        "msm); chains: BPTT-HSM with fused chains of any length (hsm)")
+    p.add_argument("--block", default=None, type=_block_value, metavar="K",
+                   help="a fixed block length K for --planner blocks (implies it)")
     p.add_argument("--percent-of", default="stepped", choices=("stepped", "fused"),
                    help="what a percentage budget is of: stepped BPTT's bytes (default) or "
                         "fused BPTT's (needs segments in --costs)")
@@ -91,8 +91,8 @@ def _add_plan_parser(sub) -> None:
                    help=f"refuse plans of more ops than this (default {DEFAULT_MAX_OPS})")
     p.add_argument("--max-dp-work", type=int, default=None, metavar="UNITS",
                    help="abandon a DP table needing more work units than this (Q "
-                        "evaluations, search intervals, cells, 5-9 ns each; for "
-                        "--block chains 4 candidate evaluations; default "
+                        "evaluations, search intervals, cells; for the chain planner 4 "
+                        "candidate evaluations; default "
                         f"{DEFAULT_MAX_DP_WORK:.0e})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print the execution order (Fig. 3 style)")
@@ -113,7 +113,7 @@ def _table_bytes(mib) -> int | None:
 def _run_plan(args) -> int:
     costs = _load_costs(args.costs)
     p = plan(args.strategy, args.seq_len, args.memory, alpha=args.alpha, beta=args.beta,
-             costs=costs, block=args.block, percent_of=args.percent_of,
+             costs=costs, planner=args.planner, block=args.block, percent_of=args.percent_of,
              max_table_bytes=_table_bytes(args.max_table_mib), max_ops=args.max_ops,
              max_dp_work=args.max_dp_work)
     if args.json:
@@ -132,9 +132,14 @@ def _run_plan(args) -> int:
     print(f"predicted cost: {p.predicted_cost:.6g} (forward {p.forward_cost:.6g})")
     if p.predicted_peak_bytes is not None:
         print(f"predicted peak (stored + working set): {p.predicted_peak_bytes} bytes")
+    print(f"planner: {p.planner}" + (f", blocks of {p.block} steps" if p.block else ""))
+    for r in p.info.get("planners", ()) if len(p.info.get("planners", ())) > 1 else ():
+        print(f"  planner {r['planner']}: " + (
+            f"predicted cost {r['predicted_cost']:.6g}" if "predicted_cost" in r
+            else r.get("refused") or r.get("skipped")))
     if p.info:
         print("info: " + ", ".join(f"{k}={v}" for k, v in p.info.items()
-                                   if k not in ("segment_lengths", "candidates")))
+                                   if k not in ("segment_lengths", "candidates", "planners")))
     for c in p.info.get("candidates", ()):
         peak = c["predicted_peak_bytes"]
         print(f"  block {c['k']}: " + (f"predicted cost {c['predicted_cost']:.6g}"

@@ -2,7 +2,7 @@
 
 A plan (``membptt.planning.ops``) says *what* to compute; a :class:`Program` says how the
 executor runs it. Validity is checked in one place, the simulator
-(:func:`membptt.planning.simulate.simulate_ops`); this module adds only what the executor itself
+(:func:`membptt.planning.simulate_ops`); this module adds only what the executor itself
 needs and then rewrites the ops into four kinds of instruction, each a frozen dataclass:
 
 ``Run(read, a, b, store)``
@@ -40,8 +40,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from ..planning import PlanError, simulate_ops
 from ..planning.ops import Backward, Drop, Forward
-from ..planning.simulate import PlanError, simulate_ops
 
 __all__ = ["Src", "Read", "Run", "Graph", "Back", "Free", "Program", "compile_plan", "plan_ops",
            "PlanError"]
@@ -175,9 +175,9 @@ def plan_ops(plan):
 
 
 def block_breaks(plan):
-    """Block boundaries of a plan made on fused blocks (``plan.block_bounds``: the last step of
-    every block), or None for a step-level plan."""
-    bounds = getattr(plan, "block_bounds", None)
+    """Segment ends of a plan made for fused segments (``plan.segment_ends``: the last step of
+    every block or chain), or None for a step-level plan."""
+    bounds = getattr(plan, "segment_ends", None)
     if bounds is None:
         return None
     return frozenset(int(b) for b in bounds)
@@ -188,7 +188,7 @@ def compile_plan(ops, T: int, *, segments: bool = False, breaks=None) -> Program
 
     ``segments``: merge adjacent linked graph forwards into fused ``Graph(a, b)`` calls, never
     across a step in ``breaks`` (a set of steps after which a segment must end; None: no
-    limit). Raises :class:`~membptt.planning.simulate.PlanError` (a ValueError) for an invalid
+    limit). Raises :class:`~membptt.planning.PlanError` (a ValueError) for an invalid
     plan, naming the op.
     """
     ops = tuple(ops)

@@ -47,7 +47,7 @@ forwards *with graph* of ``len(xs)`` steps in one call (for example one ``nn.LST
 on CUDA, oneDNN on CPU, plus the head and the summed loss), returning the final state and the
 summed loss, both with graph. The executor runs adjacent linked graph forwards through it (one
 record, backpropagated by the chain's one backward call) when the step is deterministic and the
-plan was planned on fused blocks (``plan.block_bounds``; a segment never crosses a block
+plan was planned on fused blocks (``plan.segment_ends``; a segment never crosses a block
 boundary, so what runs is what was priced), or when ``segments=True`` is passed. A fused
 segment holds different bytes per step than stepped cells (oneDNN/cuDNN keep workspaces): plans
 made for stepped execution are not run fused unless asked, so their budgets hold.
@@ -140,7 +140,7 @@ def compiled(plan, *, segments: bool | None = None) -> Program:
     """The :class:`~membptt.execution.compile.Program` the executor runs for ``plan``.
 
     ``segments=None``: fused segments exactly when the plan was planned on fused blocks
-    (``plan.block_bounds``); True/False forces them on/off (whether the step can run them is
+    (``plan.segment_ends``); True/False forces them on/off (whether the step can run them is
     checked by the executor). Cached per plan object.
     """
     ops, T, breaks = plan_ops(plan)
@@ -697,7 +697,7 @@ def bptt(step, state0, inputs, plan, *, fused: bool = True, segments: bool | Non
         plan: a ``membptt.Plan`` (or a sequence of ``membptt.planning.ops`` ops).
         fused: use ``step.advance`` for graph-free runs when possible.
         segments: use ``step.segment`` for chains of stored internal states. None (default):
-            exactly when the plan was planned on fused blocks (``plan.block_bounds``), so the
+            exactly when the plan was planned on fused blocks (``plan.segment_ends``), so the
             executed calls and bytes are the priced ones; True: also for other plans (adjacent
             linked graph forwards are merged without limit; a stepped plan's byte budget then
             no longer holds); False: never.

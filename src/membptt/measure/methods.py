@@ -45,6 +45,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..planning.api import PLANNER_CHOICES
 from .workload import Workload
 
 __all__ = ["Method", "METHODS", "get_method", "Infeasible", "make_method", "parse_method_spec",
@@ -429,8 +430,6 @@ class PlanMethod(Method):
 
     def prepare(self):
         import membptt
-        from membptt.planning.limits import PlanTooLarge
-        from membptt.planning.simulate import simulate_ops
 
         self.report = probe_report(self.w)
         self.probed = self.report.costs
@@ -442,21 +441,20 @@ class PlanMethod(Method):
             costs = costs.with_(run_fixed=0.0, run_per_step=1.0, forward_graph=1.0, backward=2.0,
                                 segments=None)
         memory = None if self.ignores_budget else self.options.get("memory")
-        block = self.options.get("block")
-        if block is not None:  # "auto", "chains", "none" (step level) or a block length k
-            if not self.measured:
-                raise ValueError(f"option block={block!r}: block planning prices fused calls "
-                                 f"by their measured costs; use {self.strategy}-measured")
-            kw["block"] = None if block == "none" else block
+        for key in ("planner", "block"):  # the planner's choice, or an expert's
+            if self.options.get(key) is not None:
+                if not self.measured:
+                    raise ValueError(f"option {key}={self.options[key]!r}: fused planners "
+                                     "price calls by their measured costs; use "
+                                     f"{self.strategy}-measured")
+                kw[key] = self.options[key]
         try:
             self.plan = membptt.plan(self.strategy, self.w.config.seq_len, memory,
                                      costs=costs, **kw)
-        except (membptt.BudgetTooSmall, PlanTooLarge) as e:  # not a bug: a point off-limits
+        except (membptt.BudgetTooSmall, membptt.PlanTooLarge) as e:  # a point off-limits
             raise Infeasible(str(e)) from e
-        # the same plan priced by the probed (measured) costs: predicted seconds
-        self.sim_measured = simulate_ops(
-            self.plan.ops, self.plan.seq_len, alpha=self.plan.alpha or 1, beta=self.plan.beta,
-            count_initial=self.plan.count_initial, costs=self.probed)
+        # the same plan priced by the probed (measured) costs as it runs: predicted seconds
+        self.predicted_measured = self.plan.predict(self.probed)
 
     def run(self):
         import membptt
@@ -482,9 +480,10 @@ class PlanMethod(Method):
             "predicted_peak_units": p.peak_memory,
             "predicted_peak_bytes": p.peak_bytes,
             "predicted_total_peak_bytes": p.predicted_peak_bytes,
+            "planner": p.planner,
             "block": p.block,
             "predicted_cost": p.predicted_cost,
-            "predicted_time_s": self.sim_measured.predicted_cost,
+            "predicted_time_s": self.predicted_measured.total_cost,
             "working_set_bytes": working_set_bytes(self.w, self.plan),
             "hidden_bytes": c.hidden_bytes,
             "internal_bytes": c.internal_bytes,
@@ -537,14 +536,16 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-OPTION_KEYS = ("memory", "alpha", "beta", "segments", "block")
+OPTION_KEYS = ("memory", "alpha", "beta", "segments", "planner", "block")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """``"name:key=value:..."`` -> ``(name, options)``; keys from :data:`OPTION_KEYS`.
 
-    ``segments`` becomes an int, ``block`` an int (or ``"auto"`` / ``"chains"`` / ``"none"``: the block
-    length of a measured plan method, see ``membptt.plan(block=...)``), ``alpha``/``beta`` floats, ``memory`` stays a string (units,
+    ``segments`` becomes an int, ``planner`` one of ``auto``, ``steps``, ``blocks``,
+    ``chains`` and ``block`` an int (the planner and the block length of a measured plan
+    method, see ``membptt.plan(planner=..., block=...)``), ``alpha``/``beta`` floats,
+    ``memory`` stays a string (units,
     bytes such as ``512MiB``, a percentage such as ``5%``, checked by the planner; or
     ``peak(SPEC)``: the measured peak of the group's method ``SPEC``, resolved by
     :func:`membptt.measure.bench.run_point`). Commas are not allowed (the CLI separates methods
@@ -564,14 +565,21 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             raise ValueError(f"bad option {part!r} in method spec {spec!r}: expected key=value "
                              f"with key one of {', '.join(OPTION_KEYS)}")
         try:
-            if key == "block":
-                options[key] = value if value in ("auto", "chains", "none") else int(value)
+            if key == "planner":
+                if value not in PLANNER_CHOICES:
+                    raise ValueError
+                options[key] = value
+            elif key == "block":
+                options[key] = int(value)
+                if options[key] < 1:
+                    raise ValueError
             else:
                 options[key] = (int(value) if key == "segments" else
                                 float(value) if key in ("alpha", "beta") else value)
         except ValueError:
             kind = ("an integer" if key == "segments" else
-                    "an integer block length, 'auto', 'chains' or 'none'" if key == "block"
+                    "an integer block length >= 1" if key == "block" else
+                    "one of " + ", ".join(PLANNER_CHOICES) if key == "planner"
                     else "a number")
             raise ValueError(f"option {key} in method spec {spec!r} must be {kind}, got "
                              f"{value!r}") from None

@@ -37,7 +37,7 @@ COLUMNS: tuple[str, ...] = (
     "forward_ops", "backward_ops", "graph_forwards",
     # predictions (plan methods)
     "predicted_peak_units", "predicted_peak_bytes", "working_set_bytes",
-    "predicted_total_peak_bytes", "block", "predicted_cost",
+    "predicted_total_peak_bytes", "planner", "block", "predicted_cost",
     "predicted_time_s",
     "hidden_bytes", "internal_bytes", "beta_bytes",
     "probe_run_fixed_s", "probe_run_per_step_s", "probe_forward_graph_s", "probe_backward_s",

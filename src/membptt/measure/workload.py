@@ -3,7 +3,7 @@
 Every benchmark method trains *the same* model on *the same* batch, so that times, peaks and
 gradients are comparable. The model is an entry of :data:`membptt.models.registry.MODELS`
 (``lstm``, ``gru``; a new model is one entry), chosen by the ``model`` config key and built
-from the other keys. The paper's setup (PAPER.md section 6) is an LSTM with 256 inputs and 256
+from the other keys. The paper's experimental setup is an LSTM with 256 inputs and 256
 hidden units, batch 64. The shipped models are token embeddings of ``input_size``, the cell,
 a linear head and per-step cross-entropy summed over the batch (no dropout), on
 :func:`membptt.models.synthetic_task` data (a delayed-copy task over ``classes`` tokens): the

@@ -1,44 +1,73 @@
-"""Memory budgets: hidden-state units, bytes ("512MiB") or a fraction of full-cache memory ("5%").
+"""Memory budgets, resolved once per call: what was asked, in bytes and units, and the one
+bytes -> units rule every planner uses.
 
-The planners count memory in hidden-state units (PAPER.md). A budget is resolved to units:
+Forms (strict; anything else is refused with these forms named):
 
-* an integer (or an integer string such as ``"250"``): units, as given;
-* bytes (``"512MiB"``, ``"1.5GB"``, ``"4096B"``): needs state sizes (``CostModel.hidden_bytes``);
-  ``units = floor(bytes / hidden_bytes)``, plus one when the strategy counts the initial state
-  ``h_0`` in its budget (HSM, MSM and the baselines do; ISM does not): ``h_0`` is the caller's
-  tensor, already in memory, so the byte budget is for what the plan stores beyond it;
-* a percentage of the *full-cache memory*, the memory standard BPTT holds: ``T`` internal
-  states. With sizes, that is ``T * internal_bytes`` and the byte rule above applies; without,
-  it is ``alpha * T`` units and ``units = floor(fraction * alpha * T)``.
+* an integer (or an integer string such as ``"250"``): **hidden-state units**, the paper's
+  accounting (Gruslys et al. 2016, arXiv:1606.03401: a budget of ``m`` memory slots);
+* bytes with a suffix and no space: ``"512MiB"``, ``"1.5GB"``, ``"4096B"`` (B, kB, MB, GB, TB,
+  KiB, MiB, GiB, TiB; case-insensitive);
+* a percentage with no space: ``"5%"``, of a reference the cost model knows
+  (:func:`reference_bytes`, ``percent_of``);
+* ``"min"``: the smallest budget the planner accepts (:func:`membptt.min_memory`).
 
-The resolved :class:`Budget` records what was asked, the units used and how they were rounded.
+**Bytes to units** (:func:`units_for`, the only place this is done): a byte budget ``B`` for
+stored states is ``floor(B / hidden_bytes)`` hidden-state slots, plus one when the strategy's
+accounting counts the initial state ``h_0`` (HSM, MSM and the baselines; ISM does not): ``h_0``
+is the caller's tensor, already in memory, so the byte budget is for what the plan stores
+beyond it. :func:`bytes_for` is its inverse: the least byte budget giving ``units``.
+
+**What a percentage is of** (``percent_of``, :func:`reference_bytes`):
+
+* ``"stepped"`` (default): the bytes plain stepped BPTT holds. With a working set known
+  (``CostModel.working_bytes``, measured by the probe) that is ``T * beta_bytes +
+  working_bytes``: each step's saved tensors share their input state with the previous step's
+  output, so a chain of ``T`` stored steps costs ``beta_bytes`` each. Without a working set
+  it is ``T * internal_bytes``, the full-cache memory of the paper (``T`` internal states);
+  without sizes ``alpha * T`` units. Missing step values are taken from the segments' 1-step
+  values (a fused call of one step is the stepped call);
+* ``"fused"``: the bytes fused full BPTT (one ``T``-step call with graph, backpropagated at
+  once) holds, from the segment measurements: ``working_bytes(T)`` interpolated when ``T`` is
+  at most the longest measured length ``L``; beyond it ``working_bytes(L) + (T - L) *
+  beta_bytes(L) / L`` (an extrapolation, said so in the budget's note).
+
+A byte or percentage budget bounds what the plan stores plus the working set where the cost
+model knows it; the planners subtract the working set of what they run (a step, a block, a
+chain) and turn the rest into units with :func:`units_for`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from .costs import CostModel
+from .errors import BudgetTooSmall
 
 _UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
-_BYTES_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?i?[bB])\s*$")
-_PCT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*%\s*$")
-_INT_RE = re.compile(r"^\s*([0-9]+)\s*$")
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)"
+_BYTES_RE = re.compile(rf"^{_NUMBER}([kKmMgGtT]?i?[bB])$")
+_PCT_RE = re.compile(rf"^{_NUMBER}%$")
+_INT_RE = re.compile(r"^([0-9]+)$")
 VALID_FORMS = ("an integer number of hidden-state units (e.g. 250), bytes with a suffix "
-               "B/kB/MB/GB/KiB/MiB/GiB (e.g. '512MiB'), or a percentage of the full-cache "
-               "memory (e.g. '5%')")
+               "B/kB/MB/GB/KiB/MiB/GiB and no space (e.g. '512MiB'), a percentage with no "
+               "space (e.g. '5%') or 'min' (the smallest feasible budget)")
+PERCENT_OF = ("stepped", "fused")
 
 
 @dataclass(frozen=True)
 class Budget:
+    """A budget as a plan used it: what was asked, the units the DP got, the byte budget."""
+
     requested: str  # what the caller gave, as text
-    kind: str  # "units", "bytes" or "fraction"
-    units: int  # hidden-state units handed to the planner
+    kind: str  # "units", "bytes", "fraction" or "min"
+    units: int  # hidden-state units handed to the planner's DP
     bytes: int | None  # the byte budget, when given as bytes or derivable from sizes
-    note: str  # how the units were obtained (rounding)
+    note: str  # how the units were obtained (reference, working set, rounding)
 
     def to_dict(self) -> dict:
         return {"requested": self.requested, "kind": self.kind, "units": self.units,
@@ -51,66 +80,192 @@ def _finite(memory, value: float) -> float:
     return value
 
 
-def parse_memory(memory) -> tuple[str, float]:
-    """Classify a budget: ("units", n) / ("bytes", n) / ("fraction", f). Raises ValueError."""
+def parse_memory(memory) -> tuple[str, float | None]:
+    """Classify a budget: ("units", n) / ("bytes", n) / ("fraction", f) / ("min", None).
+
+    Raises ValueError naming the value and the valid forms (:data:`VALID_FORMS`)."""
     if isinstance(memory, bool):
         raise ValueError(f"memory budget {memory!r} is not valid: give {VALID_FORMS}")
     if isinstance(memory, int):
+        if memory < 0:
+            raise ValueError(f"memory budget {memory!r} is negative; give a number of units "
+                             ">= 1, or one of " + VALID_FORMS)
         return "units", memory
     if isinstance(memory, float):
-        if not math.isfinite(memory) or memory != int(memory):
-            raise ValueError(f"memory budget {memory!r} in units must be a whole number; "
+        if not math.isfinite(memory) or memory != int(memory) or memory < 0:
+            raise ValueError(f"memory budget {memory!r} in units must be a whole number >= 0; "
                              f"give {VALID_FORMS}")
         return "units", int(memory)
     if isinstance(memory, str):
+        if memory == "min":
+            return "min", None
         if m := _INT_RE.match(memory):
             return "units", int(m.group(1))
         if m := _PCT_RE.match(memory):
-            return "fraction", _finite(memory, float(m.group(1)) / 100.0)
-        if m := _BYTES_RE.match(memory):
-            suffix = m.group(2).lower()
-            if suffix in _UNITS:
-                return "bytes", _finite(memory, float(m.group(1)) * _UNITS[suffix])
+            value = _finite(memory, float(m.group(1)) / 100.0)
+        elif (m := _BYTES_RE.match(memory)) and m.group(2).lower() in _UNITS:
+            value = _finite(memory, float(m.group(1)) * _UNITS[m.group(2).lower()])
+        else:
+            raise ValueError(f"memory budget {memory!r} is not valid: give {VALID_FORMS}")
+        if value <= 0:
+            raise ValueError(f"memory budget {memory!r} must be positive; give {VALID_FORMS}")
+        return ("fraction" if memory.endswith("%") else "bytes"), value
     raise ValueError(f"memory budget {memory!r} is not valid: give {VALID_FORMS}")
 
 
-def resolve(memory, *, seq_len: int, alpha: int | None, hidden_bytes: int | None,
-            internal_bytes: int | None, count_initial: bool) -> Budget:
-    """Resolve ``memory`` to a :class:`Budget` in hidden-state units (see module docstring)."""
+def check_percent_of(percent_of) -> str:
+    if percent_of not in PERCENT_OF:
+        raise ValueError(f"percent_of must be one of {', '.join(PERCENT_OF)}; got {percent_of!r}")
+    return percent_of
+
+
+# -- the one bytes <-> units rule ------------------------------------------------------------
+
+def units_for(nbytes: int, hidden_bytes: int, count_initial: bool) -> int:
+    """Hidden-state slots in ``nbytes`` of stored states (``h_0``'s slot added when counted);
+    negative when ``nbytes`` is (the caller refuses that budget)."""
+    return int(nbytes) // hidden_bytes + (1 if count_initial else 0)
+
+
+def bytes_for(units: int, hidden_bytes: int, count_initial: bool) -> int:
+    """The least byte budget for stored states that :func:`units_for` turns into ``units``."""
+    return max(0, units - (1 if count_initial else 0)) * hidden_bytes
+
+
+# -- references of percentages ---------------------------------------------------------------
+
+def fused_bptt_bytes(seq_len: int, costs: CostModel) -> int:
+    """Estimated live bytes of fused full BPTT over ``seq_len`` steps (module docstring)."""
+    seg = costs.segments
+    if seg is None:
+        raise ValueError("a percentage of fused BPTT's bytes (percent_of='fused') needs "
+                         "costs.segments (fused segment measurements, e.g. from the probe)")
+    L = seg.lengths[-1]
+    if seq_len <= L:
+        return math.ceil(seg.at("working_bytes", seq_len))
+    return math.ceil(seg.working_bytes[-1] + (seq_len - L) * seg.beta_bytes[-1] / L)
+
+
+def stepped_bptt_bytes(seq_len: int, costs: CostModel) -> int | None:
+    """``T * beta_bytes + working_bytes`` with a known working set, else ``T *
+    internal_bytes`` (module docstring); None without sizes."""
+    seg = costs.segments
+    if costs.has_sizes:
+        internal, beta = costs.internal_bytes, costs.beta_bytes
+    elif seg is not None:
+        internal, beta = seg.stored_bytes[0], seg.beta_bytes[0]
+    else:
+        return None
+    work = costs.working_bytes
+    if work is None and seg is not None:
+        work = seg.working_bytes[0]
+    if work is None:
+        return seq_len * internal
+    return seq_len * (beta if beta is not None else internal) + work
+
+
+def reference_bytes(seq_len: int, costs: CostModel, percent_of: str) -> tuple[int | None, str]:
+    """The bytes a percentage is of, and their name; ``(None, "")`` without sizes."""
+    if check_percent_of(percent_of) == "fused":
+        ref = fused_bptt_bytes(seq_len, costs)
+        extra = "" if seq_len <= costs.segments.lengths[-1] else ", extrapolated"
+        return ref, f"fused BPTT's {ref:,} B (T={seq_len}{extra})"
+    ref = stepped_bptt_bytes(seq_len, costs)
+    if ref is None:
+        return None, ""
+    work = " with the working set" if (costs.working_bytes is not None
+                                       or costs.segments is not None) else ""
+    return ref, f"stepped BPTT's {ref:,} B (T={seq_len}{work})"
+
+
+# -- a request, resolved once --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BudgetRequest:
+    """A budget as requested, resolved once per :func:`membptt.plan` call.
+
+    ``nbytes``: the byte budget (bytes, or a percentage of a known reference), else None;
+    ``units``: a unit budget (units, or a percentage of ``alpha * T`` units without sizes),
+    else None. ``reference`` / ``reference_note``: what a percentage is of (for messages, also
+    given for byte budgets when known)."""
+
+    text: str
+    kind: str
+    value: float | None
+    nbytes: int | None
+    units: int | None
+    reference: int | None
+    reference_note: str
+    note: str
+    given: object = None  # the budget as the caller gave it
+
+    def percent(self, nbytes: float) -> str:
+        """``nbytes`` as a percentage of the reference ("" when none is known)."""
+        if not self.reference:
+            return ""
+        return f"{100 * nbytes / self.reference:.3g}% of {self.reference_note}"
+
+    def describe(self) -> str:
+        """The request as messages show it: ``'5%' (12,345 B: 5% of stepped BPTT's ...)``."""
+        if self.nbytes is not None:
+            pct = self.percent(self.nbytes) if self.kind == "fraction" else ""
+            return f"{self.text!r} ({self.nbytes:,} B" + (f": {pct})" if pct else ")")
+        return f"{self.text!r} ({self.units} units)"
+
+
+def request(memory, *, seq_len: int, costs: CostModel, alpha: int | None,
+            percent_of: str = "stepped") -> BudgetRequest:
+    """Resolve ``memory`` (never ``"min"``: the API resolves that first) against ``costs``."""
+    return replace(_request(memory, seq_len, costs, alpha, percent_of), given=memory)
+
+
+def _request(memory, seq_len: int, costs: CostModel, alpha: int | None,
+             percent_of: str) -> BudgetRequest:
     kind, value = parse_memory(memory)
+    ref, ref_note = reference_bytes(seq_len, costs, percent_of)
     text = str(memory)
     if kind == "units":
-        if value < 0:
-            raise ValueError(f"memory budget {memory!r} is negative; give a number of units >= 1")
-        b = value * hidden_bytes if hidden_bytes else None
-        return Budget(text, kind, int(value), b, "as given")
-    if value <= 0:
-        raise ValueError(f"memory budget {memory!r} must be positive; give {VALID_FORMS}")
+        return BudgetRequest(text, kind, value, None, int(value), ref, ref_note, "as given")
+    if kind == "bytes":
+        if not costs.hidden_bytes:
+            raise ValueError(
+                f"memory budget {memory!r} is in bytes, which needs state sizes: pass "
+                "costs=membptt.probe(step, state0, inputs) or CostModel(hidden_bytes=..., "
+                "internal_bytes=...)")
+        return BudgetRequest(text, kind, value, int(value), None, ref, ref_note, f"{int(value):,} B")
     if kind == "fraction":
-        if hidden_bytes and internal_bytes:
-            nbytes = value * seq_len * internal_bytes
-            note = f"{value:.6g} x full-cache memory ({seq_len} x {internal_bytes} B) = {nbytes:.0f} B; "
-        else:
-            if alpha is None:
-                raise ValueError(
-                    f"memory budget {memory!r} is a fraction of the full-cache memory "
-                    "(T internal states), which needs alpha (internal-state size in "
-                    "hidden-state units) or a CostModel with state sizes")
-            exact = value * alpha * seq_len
-            units = math.floor(exact + 1e-9)
-            return Budget(text, kind, units, None,
-                          f"{value:.6g} x full-cache memory ({seq_len} x alpha={alpha} units) "
-                          f"= {exact:.6g} -> {units} units (rounded down)")
+        if ref is not None:
+            nbytes = int(value * ref)
+            return BudgetRequest(text, kind, value, nbytes, None, ref, ref_note,
+                           f"{value:.6g} x {ref_note} = {nbytes:,} B")
+        if alpha is None:
+            raise ValueError(
+                f"memory budget {memory!r} is a fraction of the full-cache memory "
+                "(T internal states), which needs alpha (internal-state size in "
+                "hidden-state units) or a CostModel with state sizes")
+        exact = value * alpha * seq_len
+        units = math.floor(exact + 1e-9)
+        return BudgetRequest(text, kind, value, None, units, None, "",
+                       f"{value:.6g} x full-cache memory ({seq_len} x alpha={alpha} units) "
+                       f"= {exact:.6g} -> {units} units (rounded down)")
+    raise ValueError(f"memory budget {memory!r}: 'min' must be resolved by membptt.plan")
+
+
+def too_small(req: BudgetRequest, *, strategy: str, seq_len: int, planner: str,
+              minimum_units: int | None = None, minimum_bytes: int | None = None,
+              what: str = "") -> BudgetTooSmall:
+    """The refusal of ``req``: names the request, the minimum in bytes (and as a percentage of
+    the same reference) or in units, and how to ask for the minimum."""
+    if minimum_bytes is not None:
+        pct = req.percent(minimum_bytes)
+        need = f"{minimum_bytes:,} B" + (f" ({pct})" if pct else "")
+        minimum, unit = minimum_bytes, "bytes"
     else:
-        nbytes = value
-        note = ""
-    if not hidden_bytes:
-        raise ValueError(
-            f"memory budget {memory!r} is in bytes, which needs state sizes: pass "
-            "costs=membptt.probe(step, state0, inputs) or CostModel(hidden_bytes=..., "
-            "internal_bytes=...)")
-    units = math.floor(nbytes / hidden_bytes + 1e-9) + (1 if count_initial else 0)
-    note += (f"floor({nbytes:.0f} B / {hidden_bytes} B per hidden state)"
-             + (" + 1 (the initial state h_0, already in memory)" if count_initial else "")
-             + f" = {units} units")
-    return Budget(text, kind, units, int(nbytes), note)
+        need = f"{minimum_units} units"
+        minimum, unit = minimum_units, "units"
+    return BudgetTooSmall(
+        f"memory budget {req.describe()} is below the minimum of strategy {strategy!r} for "
+        f"seq_len={seq_len} (planner {planner!r}{what}): {need}; memory='min' plans at the "
+        "minimum (membptt.min_memory gives it)",
+        requested=req.given, minimum=minimum, strategy=strategy, seq_len=seq_len, unit=unit,
+        minimum_bytes=minimum_bytes)

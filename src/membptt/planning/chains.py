@@ -4,8 +4,8 @@ Block planning (:mod:`.blocks`) runs the paper's recurrence on blocks of one len
 checkpoints sit only at block bounds and every with-graph call has ``k`` steps. This module
 plans on **steps** and lets the last action of every sub-problem be a *chain* of any length
 ``L``: the ``L`` steps run with graph in one fused call and are backpropagated at once. It is
-BPTT-HSM's recurrence with chains priced by their measured length (the option issue 9 names
-first); with chains of one step and unit prices it is BPTT-HSM exactly
+BPTT-HSM's recurrence (Gruslys et al. 2016, arXiv:1606.03401) with chains priced by their
+measured length; with chains of one step and unit prices it is BPTT-HSM exactly
 (``tests/test_chains.py``).
 
 A sub-problem is "backpropagate ``t`` steps from a stored state with ``m`` free slots, the start
@@ -24,54 +24,51 @@ state's own slot included" (as in :mod:`.dp`). Its first action is one of
 Boundaries ``C(0, m) = 0``, ``C(t >= 1, m <= 0) = inf``. Ties: least cost, then hidden push
 before chain, then smallest ``y``, then longest ``L``.
 
-**Prices** are :class:`~membptt.planning.blocks.Prices` of ``costs.segments`` (measured fused
+**Prices** are :class:`~membptt.planning.prices.Prices` of ``costs.segments`` (measured fused
 calls, interpolated between measured lengths; graph-free runs at their real length, so a run's
 fixed cost is counted once per run). **Bytes**: with a budget of ``B`` bytes and hidden states
 of ``hb`` bytes the top sub-problem gets ``M = floor(B / hb) + 1`` slots (``h_0``'s slot
-free); a sub-problem with ``m`` slots left has ``M - m`` states stored above it, so a chain of
+free; :func:`membptt.planning.budget.units_for`); a sub-problem with ``m`` slots left has ``M - m`` states stored above it, so a chain of
 ``L`` fits when ``(M - m) hb + core(L) <= B``, with ``core(L)`` the probed working set of a
 *lone* ``L``-step core (its graph, backward temporaries, parameter gradients, a graph-free run's
 transient; ``SegmentCosts.core_bytes``): an HSM plan backpropagates every chain alone, never
 linked to a stored one, so the larger working set of linked chains (``working_bytes``, which
 ISM/MSM block plans need) is not charged. Costs probed before ``core_bytes`` existed fall back
 to ``working_bytes``. Chains are at most the longest measured length. So every chain's predicted peak,
-stored states included, is within the budget (``Plan.predicted_peak_bytes`` is the largest).
+stored states included, is within the budget (``Plan.predicted_peak_bytes``, from the one
+replay :func:`membptt.planning.replay.predict` with the chain ends as segment ends, is the
+largest).
 
 **Work**: ``O(T^2 M)`` candidate evaluations for the hidden pushes plus ``O(T M Lmax)`` for
 the chains (every action of ``C(t, .)`` reads rows below ``t``, so row ``t`` is computed for
 all ``m`` at once), fewer with saturation (:func:`saturation`: columns past
 ``m_all + t - 1`` are copied, which bounds the work by about ``T^3 / 3`` when the budget has
-room beyond the longest chain). The loop is compiled (``_dpcore.c``, about 1.65 ns per
-evaluation) with a numpy version that gives equal tables. The evaluations
+room beyond the longest chain). The loop is compiled (``_dpcore.c``) with a numpy version that gives equal tables. The evaluations
 (:func:`dp_work`, :func:`elements_per_unit` to a unit) and the table's ``(T + 1)(M + 1)`` cells
-are checked against the planning limits (:mod:`.limits`) before anything is allocated. At
-``T = 1000`` (a one-off timing on synthetic prices): 0.2 s at 5 % of stepped BPTT's bytes
-(230 slots), 1.3 s at the 164 MiB peak of the ``K = 8`` checkpoint (1,316 slots, 8.1e8
-evaluations).
+are checked against the planning limits (:mod:`.limits`) before anything is allocated. Planning times are in ``docs/planning.md``.
 
 Kept chains (MSM's internal states as chains) are not planned here: on the measured prices of
-``benchmarks/bench_floor.py`` they did not lower the optimum at 5 % or below the
-checkpoint front (``benchmarks/chain_dp.py`` solves that larger class).
+``benchmarks/bench_floor.py`` they did not lower the optimum at 5 % or below the checkpoint
+front (``docs/executor-speed.md``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from . import limits
-from .budget import Budget
-from .costs import CostModel
+from . import dp, limits
+from .budget import Budget, too_small, units_for
+from .errors import PlanTooLarge
 from .ops import Backward, Drop, Forward, Op
 from .plan import Plan
-from .simulate import BudgetTooSmall, simulate_ops
+from .prices import Prices
+from .problem import MinimumBudget, Problem
+from .replay import predict, simulate_ops
 
-__all__ = ["ELEMENTS_PER_UNIT", "ChainPlan", "dp_work", "elements_per_unit", "fitting_chains",
-           "plan_chains", "saturation", "solve"]
-
-CHAIN_STRATEGIES = ("hsm",)
+__all__ = ["ELEMENTS_PER_UNIT", "dp_work", "elements_per_unit", "fitting_chains", "minimum",
+           "plan", "saturation", "solve"]
 
 
 def solve(T: int, M: int, run, chain, ok, *, saturate: bool = True, use: str | None = None,
@@ -108,13 +105,12 @@ def solve(T: int, M: int, run, chain, ok, *, saturate: bool = True, use: str | N
     # every action of C(t, .) reads rows < t only, so row t is computed for all m at once
     okc = fitting_chains(ok, chain)
     m_all = saturation(okc) if m_all is None else m_all
-    from .dp import CHAIN_CORE
-    use = use or ("c" if CHAIN_CORE is not None else "numpy")
+    use = use or ("c" if dp.CHAIN_CORE is not None else "numpy")
     if use == "c":
-        if CHAIN_CORE is None:
+        if dp.CHAIN_CORE is None:
             raise RuntimeError("the compiled DP core is not built (reinstall membptt with a C "
                                "compiler)")
-        CHAIN_CORE(T, M, lmax, m_all, int(bool(saturate)), np.ascontiguousarray(run),
+        dp.CHAIN_CORE(T, M, lmax, m_all, int(bool(saturate)), np.ascontiguousarray(run),
                    np.ascontiguousarray(chain), np.ascontiguousarray(okc, dtype=np.int8),
                    C, kind, arg, np.empty(M), np.empty(M, dtype=np.int32))
         return C, kind, arg
@@ -175,16 +171,15 @@ def saturation(okc: np.ndarray) -> int:
 
 
 ELEMENTS_PER_UNIT = 4
-"""Candidate evaluations of the compiled chain loop per unit of ``max_dp_work``: it takes about
-1.65 ns per evaluation on this project's CPU (T = 1000, 230 and 1316 slots), the step-level DP
-core 4.8-8.9 ns per work unit, so a unit means about the same time in both. The numpy loop
-(no compiled core) takes about 11 ns per evaluation and counts one per unit."""
+"""Candidate evaluations of the compiled chain loop per unit of ``max_dp_work``, chosen so that
+a unit of work takes about the same time in the chain loop and in the step-level DP core (the
+chain loop's evaluation is a few times cheaper than the step core's unit of work; measured by
+``benchmarks/bench_planner.py``). The numpy loop (no compiled core) counts one per unit."""
 
 
 def elements_per_unit() -> int:
     """:data:`ELEMENTS_PER_UNIT` with the compiled loop, 1 with the numpy one."""
-    from .dp import CHAIN_CORE
-    return ELEMENTS_PER_UNIT if CHAIN_CORE is not None else 1
+    return ELEMENTS_PER_UNIT if dp.CHAIN_CORE is not None else 1
 
 
 def dp_work(T: int, M: int, lmax: int, m_all: int) -> int:
@@ -229,126 +224,45 @@ def emit(T: int, M: int, kind: np.ndarray, arg: np.ndarray, max_ops: int
     return ops, chains
 
 
-@dataclass(frozen=True)
-class ChainPlan(Plan):
-    """A :class:`Plan` of BPTT-HSM with fused chains (:mod:`.chains`).
-
-    ``ops`` are step-level ops (validated by the simulator, ``sim``; its times and bytes are
-    those of stepped execution). ``chains`` are the ``(first, last)`` steps of every with-graph
-    chain, each run as one fused call (``block_bounds``, which the executor reads, ends a fused
-    segment at every chain's last step). The fused predictions override: ``predicted_cost`` /
-    ``forward_cost`` price every call at its real length, ``peak_bytes`` is the stored peak
-    (hidden states), ``predicted_peak_bytes`` the largest of stored states plus the working set
-    of the chain running at that moment.
-    """
-
-    chains: tuple = ()
-    stored_peak_bytes: int = 0
-    predicted_total_peak_bytes: int = 0
-    fused_forward_cost: float = 0.0
-    fused_backward_cost: float = 0.0
-    hidden_peak: int = 0
-
-    @property
-    def block(self) -> str:
-        return "chains"
-
-    @property
-    def block_bounds(self) -> tuple:
-        return tuple(sorted({b for _, b in self.chains}))
-
-    @property
-    def peak_memory(self):
-        return self.hidden_peak
-
-    @property
-    def peak_bytes(self) -> int | None:
-        return self.stored_peak_bytes
-
-    @property
-    def forward_cost(self) -> float:
-        return self.fused_forward_cost
-
-    @property
-    def predicted_cost(self) -> float:
-        return self.fused_forward_cost + self.fused_backward_cost
-
-    @property
-    def predicted_peak_bytes(self) -> int | None:
-        return self.predicted_total_peak_bytes
-
-    def __str__(self) -> str:
-        return (super().__str__()[:-1] + f", {len(self.chains)} chains of "
-                f"{min(b - a + 1 for a, b in self.chains)}-"
-                f"{max(b - a + 1 for a, b in self.chains)} steps)")
-
-
-def _replay(ops, chains, prices, hb: int) -> tuple[float, float, int, int, int]:
-    """(forward cost, backward cost, stored peak bytes, predicted peak bytes, hidden peak) of
-    the ops with every call at its real length."""
-    ends = {b: b - a + 1 for a, b in chains}
-    fwd = bwd = 0.0
-    run = hidden = peak_h = peak = 0
-    for op in ops:
-        if isinstance(op, Forward):
-            if op.keep is None:
-                run += 1
-            elif op.keep == "hidden":
-                fwd += prices.run(run + 1)
-                run = 0
-                hidden += 1
-                peak_h = max(peak_h, hidden)
-            elif op.keep == "core":
-                L = ends[op.step]
-                fwd += prices.run(run) + prices.forward(L)
-                bwd += prices.backward(L)
-                run = 0
-                peak = max(peak, hidden * hb + prices.core(L))
-        elif isinstance(op, Drop) and op.kind == "hidden":
-            hidden -= 1
-    return fwd, bwd, peak_h * hb, peak, peak_h
-
-
-def plan_chains(strategy: str, seq_len: int, memory, *, alpha, beta, costs: CostModel,
-                percent_of: str, options: dict, max_table_bytes: int | None = None,
-                max_ops: int | None = None, max_dp_work: int | None = None) -> ChainPlan:
-    """``membptt.plan(strategy, seq_len, memory, costs=..., block="chains")`` (module
-    docstring). Needs ``costs.segments`` (``membptt.probe``) and a byte or percentage budget."""
-    from .blocks import Prices
-    from .peak import requested_bytes
-
-    if strategy not in CHAIN_STRATEGIES:
-        raise ValueError(f"block='chains' plans BPTT-HSM with fused chains; strategy must be "
-                         f"one of {', '.join(CHAIN_STRATEGIES)}, got {strategy!r} (use "
-                         "block='auto' for ism and msm)")
-    if options:
-        raise ValueError(f"chain planning takes no strategy options; got {sorted(options)}")
-    if costs.segments is None:
-        raise ValueError("block='chains' prices fused calls by length: it needs costs with "
+def _prices(pb: Problem) -> Prices:
+    if pb.costs.segments is None:
+        raise ValueError("the chain planner prices fused calls by length: it needs costs with "
                          "segments (costs=membptt.probe(step, state0, inputs))")
-    if memory is None:
-        raise ValueError("block='chains' needs a memory budget in bytes or a percentage "
-                         "(e.g. '64MiB' or '5%')")
-    kind, _, nbytes, note = requested_bytes(memory, seq_len=seq_len, costs=costs,
-                                            percent_of=percent_of)
-    if nbytes is None:
-        raise ValueError(f"block='chains' needs a budget in bytes or a percentage, got "
-                         f"{memory!r} (hidden-state units do not price fused chains)")
-    prices = Prices(costs, alpha, beta)
-    hb, T = prices.hb, seq_len
-    seg = costs.segments
-    work = {L: prices.core(L) for L in range(1, min(T, seg.lengths[-1]) + 1)}
+    return Prices(pb.costs, pb.alpha, pb.beta)
+
+
+def _cores(pb: Problem, prices: Prices) -> dict[int, int]:
+    """The working set of a lone chain of ``L`` steps, for every ``L`` a chain may have."""
+    return {L: prices.core(L) for L in range(1, min(pb.seq_len, pb.costs.segments.lengths[-1]) + 1)}
+
+
+def minimum(pb: Problem) -> MinimumBudget:
+    """The least byte budget: a chain fits with nothing stored (:func:`plan` refuses below)."""
+    nbytes = min(_cores(pb, _prices(pb)).values())
+    return MinimumBudget(pb.name, pb.seq_len, None, nbytes, None, "chains")
+
+
+def plan(pb: Problem) -> Plan:
+    """BPTT-HSM with fused chains (module docstring). Needs ``costs.segments`` and a byte or
+    percentage budget."""
+    if pb.options:
+        raise ValueError(f"chain planning takes no strategy options; got {sorted(pb.options)}")
+    prices = _prices(pb)
+    req = pb.req
+    if req is None or req.nbytes is None:
+        raise ValueError("the chain planner needs a budget in bytes or a percentage (e.g. "
+                         f"'64MiB' or '5%'), got {None if req is None else req.text!r} "
+                         "(hidden-state units do not price fused chains)")
+    nbytes = req.nbytes
+    hb, T = prices.hb, pb.seq_len
+    work = _cores(pb, prices)
     fitting = [L for L, w in work.items() if w <= nbytes]
     if not fitting:
-        need = min(work.values())
-        raise BudgetTooSmall(
-            f"memory budget {memory!r} ({nbytes} B) is below the minimum of strategy "
-            f"{strategy!r} with fused chains for seq_len={T}: {need} B (the least working set "
-            "of a chain)", requested=memory, minimum=need, strategy=strategy,
-            seq_len=T, unit="bytes")
+        raise too_small(req, strategy=pb.name, seq_len=T, planner="chains",
+                        minimum_bytes=min(work.values()), what=", the least working set of a chain")
     lmax = max(fitting)
-    M = nbytes // hb + 1
-    limits.check_table(T, M, limits.max_table_bytes(max_table_bytes), "the chain DP's tables")
+    M = units_for(nbytes, hb, True)
+    limits.check_table(T, M, pb.max_table_bytes, "the chain DP's tables")
     run = np.array([prices.run(y) for y in range(T + 1)])
     chain = np.full(lmax + 1, np.inf)
     ok = np.zeros((lmax + 1, M + 1), dtype=bool)
@@ -360,35 +274,36 @@ def plan_chains(strategy: str, seq_len: int, memory, *, alpha, beta, costs: Cost
     evals = dp_work(T, M, lmax, m_all)
     per = elements_per_unit()
     need_work = -(-evals // per)
-    limit = limits.max_dp_work(max_dp_work)
-    if need_work > limit:
-        raise limits.PlanTooLarge(
+    if need_work > pb.max_dp_work:
+        raise PlanTooLarge(
             f"the chain DP for seq_len={T} with {M} slots and chains up to {lmax} steps needs "
             f"{need_work:.3g} units of work ({evals:.3g} candidate evaluations, "
-            f"{per} per unit), above the limit {limit:.3g} (max_dp_work): "
-            "use block='auto' (blocks), a smaller budget or a shorter sequence, or raise "
+            f"{per} per unit), above the limit {pb.max_dp_work:.3g} (max_dp_work): "
+            "use planner='blocks', a smaller budget or a shorter sequence, or raise "
             "max_dp_work")
     C, kinds, args = solve(T, M, run, chain, ok, m_all=m_all)
     if not math.isfinite(C[T, M]):  # pragma: no cover - a one-step chain always fits at M
         raise AssertionError("chain plan: no finite plan although a chain fits")
-    ops, chains = emit(T, M, kinds, args, limits.max_ops(max_ops))
-    limits.check_ops(len(ops), limits.max_ops(max_ops), strategy=strategy, seq_len=T)
-    sim = simulate_ops(ops, T, alpha=alpha or 1, beta=beta, count_initial=True, costs=costs)
-    fwd, bwd, stored, peak, hidden_peak = _replay(ops, chains, prices, hb)
-    if peak > nbytes:  # a planner bug, never a user error
-        raise AssertionError(f"chain plan exceeds its budget: {peak} > {nbytes}")
-    if not math.isclose(fwd + bwd, C[T, M], rel_tol=1e-9):  # pragma: no cover
-        raise AssertionError(f"chain plan replays at {fwd + bwd}, the DP said {C[T, M]}")
-    budget = Budget(str(memory), kind, M, nbytes,
-                    (note + "; " if note else "") + f"{M} hidden-state slots of {hb} B "
+    ops, chains = emit(T, M, kinds, args, pb.max_ops)
+    limits.check_ops(len(ops), pb.max_ops, strategy=pb.name, seq_len=T)
+    sim = simulate_ops(ops, T, alpha=pb.alpha or 1, beta=pb.beta, count_initial=True,
+                       costs=pb.costs)
+    ends = tuple(sorted({b for _, b in chains}))
+    pred = predict(ops, T, pb.costs, alpha=pb.alpha, beta=pb.beta, segment_ends=ends)
+    if pred.peak_bytes > nbytes:  # a planner bug, never a user error
+        raise AssertionError(f"chain plan exceeds its budget: {pred.peak_bytes} > {nbytes}")
+    if not math.isclose(pred.total_cost, C[T, M], rel_tol=1e-9):  # pragma: no cover
+        raise AssertionError(f"chain plan replays at {pred.total_cost}, the DP said {C[T, M]}")
+    budget = Budget(req.text, req.kind, M, nbytes,
+                    (req.note + "; " if req.note else "") + f"{M} hidden-state slots of {hb} B "
                     "(h_0's free); a chain of L steps fits when the states stored above it "
                     "plus its working set fit")
     lens = [b - a + 1 for a, b in chains]
-    info = {"block": "chains", "prices": prices.source, "chains": len(chains),
+    info = {"prices": prices.source, "chains": len(chains),
             "chain_min": min(lens), "chain_max": max(lens),
             "chain_mean": sum(lens) / len(lens), "longest_fitting_chain": lmax,
             "dp_cost": float(C[T, M]), "dp_slots": M}
-    return ChainPlan(strategy, T, tuple(ops), alpha, beta, True, costs, budget, sim, info,
-                     chains=tuple(chains), stored_peak_bytes=stored,
-                     predicted_total_peak_bytes=peak, fused_forward_cost=fwd,
-                     fused_backward_cost=bwd, hidden_peak=hidden_peak)
+    hidden_peak = max(0, (pred.stored_peak_bytes or 0) // hb)
+    return Plan(pb.name, T, tuple(ops), pb.alpha, pb.beta, True, pb.costs, budget, sim, info,
+                planner="chains", segment_ends=ends, prediction=pred, units=hidden_peak,
+                chains=tuple(chains))

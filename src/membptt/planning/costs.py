@@ -14,7 +14,7 @@ With :data:`UNIT_COSTS` (``0, 1, 1, 2``) the forward part of the predicted cost 
 
 Sizes (optional, bytes): ``hidden_bytes`` is one hidden state (for an LSTM the pair (h, c)),
 ``internal_bytes`` what autograd keeps for one step, ``beta_bytes`` the same when the step's
-input hidden state is already stored (PAPER.md's beta form). The planners count memory in
+input hidden state is already stored (the paper's beta form). The planners count memory in
 *hidden-state units*; ``alpha`` and ``beta`` in units are the byte ratios rounded up.
 
 Optional, for planning what a fused executor runs (issue 9): ``working_bytes`` is the stepped

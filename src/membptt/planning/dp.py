@@ -24,7 +24,8 @@ one of
   for HSM, its ``C(t, 1) = t(t+1)/2`` / ``C(1, m) = 1`` boundary.
 
 Boundaries: ``C(0, m) = 0``, ``C(t >= 1, m <= 0) = inf``. With unit costs (``run(k) = k``,
-``g = 1``) the recursions are exactly PAPER.md's (2)-(4) and reproduce all of its tables.
+``g = 1``) the recursions are exactly the paper's BPTT-HSM, -ISM and -MSM recursions
+(Gruslys et al. 2016, arXiv:1606.03401) and reproduce its values (the tests check them).
 
 **Ties** are broken by one deterministic rule: least cost; then hidden push before internal
 push before end; then smallest ``y``.
@@ -382,7 +383,8 @@ def _binom(n: int, k: int) -> int:
 
 
 def c_hsm_closed(t: int, m: int) -> int:
-    """PAPER.md (2): with r = min{r >= 0 : binom(m + r, m) >= t}, C = (r+1) t - binom(m+r, m+1)."""
+    """The closed form of C_HSM: with r = min{r >= 0 : binom(m + r, m) >= t},
+    C = (r+1) t - binom(m+r, m+1) (Griewank's binomial checkpointing count plus t rebuilds)."""
     if t < 0 or m < 1:
         raise ValueError(f"closed form needs t >= 0 and m >= 1, got t={t}, m={m}")
     if t == 0:
@@ -394,7 +396,7 @@ def c_hsm_closed(t: int, m: int) -> int:
 
 
 def c_ism_closed(t: int, m: int) -> int:
-    """PAPER.md (3): C_ISM(t, m) = C_HSM(t + 1, m) - (t + 1)."""
+    """BPTT-ISM's closed form: C_ISM(t, m) = C_HSM(t + 1, m) - (t + 1)."""
     if t == 0:
         return 0
     return c_hsm_closed(t + 1, m) - (t + 1)

@@ -9,7 +9,7 @@ Three things grow with the problem and are bounded here:
   :data:`DEFAULT_MAX_TABLE_BYTES` (256 MiB);
 * the **work** of building those tables: the compiled core counts Q evaluations, search
   intervals, cells and suffix-minimum updates (its running time is about proportional to that
-  count: 5-9 ns per unit on the 2-core test machine) and abandons a table past
+  count, a few nanoseconds per unit) and abandons a table past
   ``max_dp_work``, default
   :data:`DEFAULT_MAX_DP_WORK`. The count is deterministic (it does not depend on the machine's
   speed), so the same request is answered or refused the same way everywhere. Tables with long
@@ -33,6 +33,8 @@ the limit, so the refusal costs at most ``max_ops`` ops of memory.
 
 from __future__ import annotations
 
+from .errors import PlanTooLarge
+
 DEFAULT_MAX_TABLE_BYTES = 256 * 2**20
 DEFAULT_MAX_OPS = 2**20
 DEFAULT_MAX_DP_WORK = 4 * 10**8
@@ -40,10 +42,6 @@ TABLE_CELL_BYTES = 21  # cost (float64) + kind (int8) + y (int32) + suffix minim
 OP_BYTES = 80  # one op object and its list slot, measured on CPython 3.11 (approximate)
 C_LONG_MAX = 2**63 - 1  # the compiled core's integer arguments are C longs
 MAX_STEPS = 2**31 - 1  # split points are stored as int32
-
-
-class PlanTooLarge(ValueError):
-    """A plan or its DP tables would exceed a size limit; the message says what it needs."""
 
 
 def _mib(n: float) -> str:
@@ -85,8 +83,8 @@ def refuse_work(T: int, M: int, done: int, limit: int, family: str = "") -> None
     what = f"the {family} DP" if family else "the DP"
     raise PlanTooLarge(
         f"{what} for seq_len={T} and {_count(M)} memory units needs more than {limit:,} work "
-        f"units (Q evaluations, search intervals and cells; stopped at {done:,}; 5-9 ns each on a 2-core test machine): give a "
-        "smaller budget or a shorter sequence, plan on blocks of several steps (block=k), or "
+        f"units (Q evaluations, search intervals and cells; stopped at {done:,}): give a "
+        "smaller budget or a shorter sequence, plan on blocks of several steps (planner='blocks'), or "
         "raise the limit (max_dp_work=..., membptt plan --max-dp-work ...)")
 
 

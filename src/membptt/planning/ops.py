@@ -17,7 +17,7 @@ Five primitives (``Forward`` carries the "keep" flavour):
 ``Forward(i, keep="core")``
     Run step ``i`` with its graph into the *working core*: the internal state that is
     backpropagated by the very next operation. The core is not counted in the memory budget
-    (PAPER.md section 1). Written ``F{i}(c)`` in the paper's traces.
+    (the paper's accounting). Written ``F{i}(c)`` in the paper's traces.
 ``Backward(i)``
     Backpropagate step ``i``. Needs ``I_i`` (in the core or stored) and the gradient of ``h_i``,
     so backwards must come in the order T, T-1, ..., 1, each exactly once.
@@ -112,7 +112,7 @@ def parse_ops(text: str) -> list[Op]:
 
 
 def paper_trace(ops) -> str:
-    """The execution order in the style of the paper's Fig. 3 / PAPER.md section 7.
+    """The execution order in the style of the paper's Fig. 3.
 
     ``F1 push h1 · F2 F3 F4 push h4 · ... · F8(c) B8 pop · ...``: a forward that stores its
     hidden (internal) state is followed by ``push h<i>`` (``push I<i>``), a core forward is

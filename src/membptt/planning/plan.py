@@ -1,21 +1,38 @@
-"""``membptt.plan``: one entry point for every strategy, returning a simulated :class:`Plan`."""
+"""The plan type: one :class:`Plan` for every planner (steps, blocks, chains).
+
+A plan is data: step-level ops (:mod:`.ops`) that the simulator validated (``sim``, the
+paper's unit accounting), the segment ends the executor runs fused calls between
+(``segment_ends``, None for stepped execution), and the prediction of :func:`.replay.predict`
+under the plan's own cost model (``prediction``), which is where every predicted time and
+byte count of a plan comes from.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from . import limits
-from . import strategies as S
-from .budget import VALID_FORMS, Budget, resolve
-from .costs import CostModel, costs_and_sizes
+from .budget import Budget
+from .costs import CostModel
 from .ops import format_ops, paper_trace
-from .simulate import BudgetTooSmall, SimResult, simulate_ops
+from .replay import Prediction, SimResult, predict, simulate_ops
+
+PLANNERS = ("steps", "blocks", "chains")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A compiled, validated plan: the ops plus what the simulator measured of them."""
+    """A compiled, validated plan: the ops plus what the replays say of them.
+
+    ``planner``: ``"steps"`` (the paper's DP on single steps, or a baseline), ``"blocks"``
+    (the DP on blocks of ``block`` steps, :mod:`.blocks`) or ``"chains"`` (HSM with fused
+    chains of any length, :mod:`.chains`). ``segment_ends``: the last step of every fused
+    segment the executor runs (a segment never crosses one); None for stepped execution.
+    ``units``: the peak in hidden-state units in the planner's own accounting (the DP's
+    budget is in these; a block plan's core block and a chain are the working core, free as
+    the paper's core is); ``sim.peak_units`` is the step-level count.
+    ``block_ops``: the block-level ops of a block plan; ``chains``: ``(first, last)`` of
+    every chain of a chain plan.
+    """
 
     strategy: str
     seq_len: int
@@ -27,8 +44,25 @@ class Plan:
     budget: Budget | None
     sim: SimResult
     info: dict = field(default_factory=dict)
+    planner: str = "steps"
+    block: int | None = None
+    segment_ends: tuple | None = None
+    prediction: Prediction | None = None
+    units: float | None = None
+    block_ops: tuple = ()
+    chains: tuple = ()
 
-    # counts and predictions (from the simulator) -------------------------------------------
+    def __post_init__(self):
+        if self.prediction is None:
+            object.__setattr__(self, "prediction", self.predict())
+
+    def predict(self, costs: CostModel | None = None) -> Prediction:
+        """This plan priced as the executor runs it (:func:`.replay.predict`) under ``costs``
+        (default: its own)."""
+        return predict(self.ops, self.seq_len, costs or self.costs, alpha=self.alpha,
+                       beta=self.beta, segment_ends=self.segment_ends)
+
+    # counts and predictions --------------------------------------------------------------------
     @property
     def forward_ops(self) -> int:
         return self.sim.forward_ops
@@ -43,36 +77,29 @@ class Plan:
 
     @property
     def peak_memory(self):
-        """Peak memory in hidden-state units (the paper's accounting for this strategy)."""
-        return self.sim.peak_units
+        """Peak memory in hidden-state units (the planner's accounting, see the class)."""
+        return self.sim.peak_units if self.units is None else self.units
 
     @property
     def peak_bytes(self) -> int | None:
-        """Predicted peak bytes held by the plan beyond h_0 (None without state sizes)."""
-        return self.sim.peak_bytes
-
-    @property
-    def block(self) -> int | None:
-        """Block length ``k`` of a block plan (:mod:`.blocks`); None for step-level plans."""
-        return None
+        """Predicted peak bytes of the stored states beyond h_0 (None without sizes)."""
+        return self.prediction.stored_peak_bytes
 
     @property
     def predicted_peak_bytes(self) -> int | None:
-        """Stored peak bytes plus the working set (``costs.working_bytes``): the live bytes an
-        iteration is predicted to hold beyond inputs, parameters and h_0; None when either is
-        unknown."""
-        if self.sim.peak_bytes is None or self.costs.working_bytes is None:
-            return None
-        return self.sim.peak_bytes + self.costs.working_bytes
+        """Stored states plus the working set of the call running then, at its largest: the
+        live bytes an iteration is predicted to hold beyond inputs, parameters and h_0; None
+        when no working set is known."""
+        return self.prediction.peak_bytes
 
     @property
     def forward_cost(self) -> float:
-        return self.sim.forward_cost
+        return self.prediction.forward_cost
 
     @property
     def predicted_cost(self) -> float:
-        """Forward cost plus ``seq_len * costs.backward`` under ``self.costs``."""
-        return self.sim.predicted_cost
+        """Predicted time of an iteration under ``self.costs`` (forward plus backward)."""
+        return self.prediction.total_cost
 
     @property
     def cost_per_step(self) -> float:
@@ -93,6 +120,7 @@ class Plan:
     def to_dict(self, with_ops: bool = False) -> dict:
         d = {
             "strategy": self.strategy,
+            "planner": self.planner,
             "seq_len": self.seq_len,
             "memory": self.memory,
             "alpha": self.alpha,
@@ -108,6 +136,7 @@ class Plan:
             "predicted_cost": self.predicted_cost,
             "counts_initial_state": self.count_initial,
             "block": self.block,
+            "segments": None if self.segment_ends is None else len(self.segment_ends),
             "predicted_peak_bytes": self.predicted_peak_bytes,
             "costs": self.costs.to_dict(),
             "info": self.info,
@@ -118,140 +147,28 @@ class Plan:
 
     def __str__(self) -> str:
         mem = "" if self.budget is None else f", budget {self.budget.units} units"
+        how = {"blocks": f", blocks of {self.block}", "steps": ""}.get(self.planner, "")
+        if self.chains:
+            lens = [b - a + 1 for a, b in self.chains]
+            how = f", {len(lens)} chains of {min(lens)}-{max(lens)} steps"
         return (f"Plan({self.strategy}, T={self.seq_len}{mem}: {self.forward_ops} forwards, "
                 f"{self.backward_ops} backwards, peak {self.peak_memory} units"
-                + (f" / {self.peak_bytes} B" if self.peak_bytes is not None else "") + ")")
+                + (f" / {self.peak_bytes} B" if self.peak_bytes is not None else "") + how + ")")
 
 
-def _int_param(name: str, value, *, allow_none: bool, minimum: int = 1):
-    if value is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name} is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(math.ceil(value))  # real size ratios are rounded up (PAPER.md section 1)
+# Kept names: block and chain plans are Plans (``plan.planner`` says which).
+BlockPlan = Plan
+ChainPlan = Plan
 
 
-_KEYWORDS = ("memory", "alpha", "beta", "costs", "max_table_bytes", "max_ops", "max_dp_work")
-
-
-def plan(strategy: str, seq_len: int, memory=None, *, alpha=None, beta=None,
-         costs: CostModel | None = None, block="default", percent_of: str = "stepped",
-         max_table_bytes: int | None = None, max_ops: int | None = None,
-         max_dp_work: int | None = None, **options) -> Plan:
-    """Compile a plan for ``seq_len`` steps under a memory budget.
-
-    Args:
-        strategy: a registered name (``membptt.STRATEGIES``): full, hsm, ism, msm, chen,
-            chen-recursive, recompute-all, ...
-        seq_len: number of time steps T >= 1.
-        memory: budget in hidden-state units (int), bytes (``"512MiB"``) or a fraction of the
-            full-cache memory (``"5%"``); optional for full, chen, chen-recursive and
-            recompute-all. See :mod:`membptt.planning.budget`.
-        alpha: internal-state size in hidden-state units (>= 1; real ratios are rounded up).
-            Defaults to the ratio of ``costs``' sizes when it has them.
-        beta: size of an internal state whose input state is stored (1 <= beta <= alpha);
-            None disables the beta form.
-        costs: a :class:`CostModel` (``membptt.probe`` measures one); defaults to unit costs,
-            under which the DP strategies reproduce the paper's ``C(t, m)``.
-        block: ``"default"`` (``"auto"`` when ``costs.segments`` is set and the strategy is
-            hsm, ism or msm, else step level), ``None`` (step level, the paper's DP), ``"auto"``
-            (choose the block length) or an int ``k``: plan on blocks of ``k`` steps priced as
-            fused calls (:mod:`membptt.planning.blocks`; returns a ``BlockPlan``);
-            ``"chains"`` (hsm only): plan on steps with fused chains of any length priced by
-            their measured length (:mod:`membptt.planning.chains`; returns a ``ChainPlan``).
-        percent_of: what a percentage budget is of: ``"stepped"`` BPTT's bytes (default) or
-            ``"fused"`` BPTT's (needs ``costs.segments``); see :mod:`membptt.planning.peak`.
-            When ``costs.working_bytes`` (or segments) is set, byte and percentage budgets
-            bound stored states plus the working set.
-        max_table_bytes, max_ops, max_dp_work: size limits (None: the defaults of
-            :mod:`membptt.planning.limits`: 256 MiB of DP tables, 2^20 ops, 4 x 10^8 units of
-            DP work); a plan above the first two is refused with
-            :class:`~membptt.planning.limits.PlanTooLarge` before the memory is allocated, a DP
-            above the third when it reaches it (seconds), saying what it would need.
-        **options: the strategy's own options (``Strategy.options``: ``segments`` for chen,
-            ``branching`` for chen-recursive); any other keyword is refused.
-
-    Raises ValueError naming the bad value and what is valid; :class:`BudgetTooSmall` (a
-    ValueError) for a budget below the strategy's minimum.
-    """
-    strat = S.get(strategy)
-    unknown = sorted(set(options) - set(strat.options))
-    if unknown:
-        raise ValueError(f"plan() got unknown keyword argument(s) {', '.join(unknown)} for "
-                         f"strategy {strategy!r}; valid: "
-                         + ", ".join((*_KEYWORDS, *strat.options)))
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
-    max_table_bytes = limits.max_table_bytes(max_table_bytes)
-    max_ops = limits.max_ops(max_ops)
-    max_dp_work = limits.max_dp_work(max_dp_work)
-    # every plan holds a forward and a backward per step: refuse hopeless lengths at once
-    limits.check_ops(2 * seq_len, max_ops, strategy=strategy, seq_len=seq_len, exact=False)
-    costs, alpha, beta = costs_and_sizes(costs, alpha, beta)
-    alpha = _int_param("alpha", alpha, allow_none=True)
-    beta = _int_param("beta", beta, allow_none=True)
-    if beta is not None:
-        if alpha is None:
-            raise ValueError(f"beta={beta} needs alpha as well")
-        if beta > alpha:
-            raise ValueError(f"beta must be <= alpha (a stored input makes an internal state "
-                             f"smaller, not larger), got beta={beta} > alpha={alpha}")
-    from . import blocks, peak
-
-    peak.check_percent_of(percent_of)
-    block = blocks.block_arg(block, strategy, costs)
-    if block == "chains":
-        from .chains import plan_chains
-
-        return plan_chains(strategy, seq_len, memory, alpha=alpha, beta=beta, costs=costs,
-                           percent_of=percent_of, options=dict(options),
-                           max_table_bytes=max_table_bytes, max_ops=max_ops,
-                           max_dp_work=max_dp_work)
-    if block is not None:
-        return blocks.plan_blocks(strategy, seq_len, memory, alpha=alpha, beta=beta, costs=costs,
-                                  block=block, percent_of=percent_of, options=dict(options),
-                                  max_table_bytes=max_table_bytes, max_ops=max_ops,
-                                  max_dp_work=max_dp_work)
-    needs_alpha = strat.needs_alpha or (isinstance(memory, str) and memory.strip().endswith("%")
-                                        and not costs.has_sizes)
-    if alpha is None and needs_alpha:
-        raise ValueError(f"strategy {strategy!r} needs alpha (internal-state size in "
-                         "hidden-state units): pass alpha=... or costs with state sizes")
-    budget = None
-    units = None
-    if memory is None:
-        if strat.needs_memory:
-            raise ValueError(f"strategy {strategy!r} needs a memory budget ({VALID_FORMS})")
-    else:
-        budget = peak.step_budget_with_working_set(
-            memory, seq_len=seq_len, costs=costs, count_initial=strat.count_initial,
-            percent_of=percent_of) or resolve(
-            memory, seq_len=seq_len, alpha=alpha, hidden_bytes=costs.hidden_bytes,
-            internal_bytes=costs.internal_bytes, count_initial=strat.count_initial)
-        units = budget.units
-        minimum = strat.min_memory(seq_len, alpha, beta)
-        if units < minimum:
-            raise BudgetTooSmall(
-                f"memory budget {memory!r} ({units} units) is below the minimum of strategy "
-                f"{strategy!r} for seq_len={seq_len}"
-                + (f", alpha={alpha}" if alpha is not None else "")
-                + (f", beta={beta}" if beta is not None else "")
-                + f": {minimum} units",
-                requested=memory, minimum=minimum, strategy=strategy, seq_len=seq_len,
-                minimum_bytes=None if not costs.hidden_bytes else  # as membptt.min_memory
-                (minimum - strat.count_initial) * costs.hidden_bytes + (costs.working_bytes or 0))
-    req = S.Request(seq_len, units, alpha, beta, costs, dict(options), max_table_bytes,
-                    max_ops, max_dp_work)
-    ops, info = strat.build(req)
-    limits.check_ops(len(ops), max_ops, strategy=strategy, seq_len=seq_len)  # the exact count
-    sim = simulate_ops(ops, seq_len, alpha=alpha or 1, beta=beta,
-                       count_initial=strat.count_initial, costs=costs)
-    if units is not None and sim.peak_units > units:  # a planner bug, never a user error
-        raise AssertionError(f"{strategy} plan exceeds its budget: {sim.peak_units} > {units}")
-    return Plan(strategy, seq_len, tuple(ops), alpha, beta, strat.count_initial, costs, budget,
-                sim, info)
-
+def simulate(plan, costs: CostModel | None = None) -> SimResult:
+    """Replay a :class:`Plan` (optionally under other costs / sizes)."""
+    if not isinstance(plan, Plan):
+        raise ValueError(f"simulate() needs a membptt.Plan (from membptt.plan(...)), got "
+                         f"{type(plan).__name__}; to replay a list of ops use "
+                         "membptt.planning.simulate_ops(ops, seq_len, ...)")
+    if costs is not None and not isinstance(costs, CostModel):
+        raise ValueError(f"costs must be a membptt.CostModel or None, got "
+                         f"{type(costs).__name__}")
+    return simulate_ops(plan.ops, plan.seq_len, alpha=plan.alpha or 1, beta=plan.beta,
+                        count_initial=plan.count_initial, costs=costs or plan.costs)

@@ -7,7 +7,11 @@ Add a strategy::
         ...
 
 It is then available to ``membptt.plan``, the CLI, the simulator tests (every registered strategy
-is replayed over a grid), the executor and the benchmark pipeline.
+is replayed over a grid), the executor and the benchmark pipeline. A strategy of the paper's
+DP family declares which planners apply to it (``planners=("steps", "blocks")``) and its DP
+family (``dp_family``), which the block planner (:mod:`.blocks`) solves on blocks; the chain
+planner (:mod:`.chains`, BPTT-HSM with fused chains) applies to a strategy that declares
+``"chains"``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class Strategy:
     needs_alpha: bool
     min_memory: Callable[[int, int | None, int | None], int]
     options: tuple = ()  # keyword options the builder reads from Request.options
+    planners: tuple = ("steps",)  # the planners that apply (membptt.plan(planner=...))
+    # (alpha_units, beta_units) -> (DP family, units per slot): what the block planner solves
+    dp_family: Callable[[int, int], tuple[dp.Family, int]] | None = None
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -60,14 +67,20 @@ STRATEGIES: dict[str, Strategy] = {}
 
 def register(name: str, description: str, *, count_initial: bool = True,
              needs_memory: bool = True, needs_alpha: bool = False,
-             min_memory: Callable | None = None, options: tuple = ()):
+             min_memory: Callable | None = None, options: tuple = (),
+             planners: tuple = ("steps",), dp_family: Callable | None = None):
     """Register a strategy. ``options`` names the extra keyword arguments of
     :func:`membptt.plan` that the builder reads from ``Request.options``; any other keyword is
-    refused (a misspelt option must not be ignored silently)."""
+    refused (a misspelt option must not be ignored silently). ``planners`` (besides
+    ``"steps"``, which runs ``fn``): ``"blocks"`` needs ``dp_family``; ``"chains"`` is
+    BPTT-HSM's recursion with fused chains (module docstring)."""
+    if "blocks" in planners and dp_family is None:
+        raise ValueError(f"strategy {name!r}: the block planner needs dp_family")
+
     def deco(fn):
         STRATEGIES[name] = Strategy(name, fn, description, count_initial, needs_memory,
                                     needs_alpha, min_memory or (lambda t, a, b: 1),
-                                    tuple(options))
+                                    tuple(options), tuple(planners), dp_family)
         return fn
 
     return deco
@@ -128,7 +141,7 @@ def emit_from_table(tab: dp.Table, t: int, m: int, *, internal_size=None,
 
 
 # Under unit costs, forward counts known before any table is built: exact for HSM and ISM
-# (PAPER.md's closed forms), a lower bound for MSM (storing an internal state of 1 slot where
+# (the paper's closed forms), a lower bound for MSM (storing an internal state of 1 slot where
 # MSM stores a hidden or internal state of >= 1 unit maps every MSM plan with m units to an ISM
 # plan with m slots and no more forwards; tests check C_MSM >= C_ISM on a grid).
 _FORWARDS_AT_LEAST = {"hsm": dp.c_hsm_closed, "ism": dp.c_ism_closed, "msm": dp.c_ism_closed}
@@ -150,14 +163,16 @@ def _dp_plan(req: Request, family: dp.Family, m: int) -> tuple[list[Op], dict]:
 
 # -- the paper's strategies -------------------------------------------------------------------
 
-@register("hsm", "BPTT-HSM: optimal DP storing hidden states only (budget counts h_0)")
+@register("hsm", "BPTT-HSM: optimal DP storing hidden states only (budget counts h_0)",
+          planners=("steps", "blocks", "chains"), dp_family=lambda a, b: (dp.hsm_family(), 1))
 def hsm(req: Request):
     return _dp_plan(req, dp.hsm_family(), req.memory)
 
 
 @register("ism", "BPTT-ISM: optimal DP storing internal states only (floor(memory/alpha) "
           "slots; h_0 free)", count_initial=False, needs_alpha=True,
-          min_memory=lambda t, a, b: a)
+          min_memory=lambda t, a, b: a, planners=("steps", "blocks"),
+          dp_family=lambda a, b: (dp.ism_family(), a))
 def ism(req: Request):
     slots = req.memory // req.alpha
     ops, info = _dp_plan(req, dp.ism_family(), slots)
@@ -166,7 +181,8 @@ def ism(req: Request):
 
 
 @register("msm", "BPTT-MSM: optimal DP mixing hidden and internal states (beta form with "
-          "--beta)", needs_alpha=True)
+          "--beta)", needs_alpha=True, planners=("steps", "blocks"),
+          dp_family=lambda a, b: (dp.msm_family(a, b), 1))
 def msm(req: Request):
     return _dp_plan(req, dp.msm_family(req.alpha, req.beta), req.memory)
 
