@@ -54,7 +54,6 @@ import torch
 from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chain_dp import chain_dp  # noqa: E402
 
 from membptt.measure.memory import tracked_peak  # noqa: E402
 from membptt.measure.methods import make_method  # noqa: E402
@@ -168,10 +167,10 @@ def _prices(by: dict, r: int | None) -> dict:
     return out
 
 
-def _class_optimum(by: dict, price: dict, T: int, budget: int, state_bytes: int,
-                   kept: bool) -> tuple[float, int, int]:
-    """(least time, state slots, longest chain) of plans with fused chains: the library's
-    :func:`membptt.planning.chains.solve` for HSM, ``chain_dp`` with kept chains for MSM."""
+def _class_optimum(by: dict, price: dict, T: int, budget: int,
+                   state_bytes: int) -> tuple[float, int, int]:
+    """(least time, state slots, longest chain) of BPTT-HSM plans with fused chains: the
+    library's chain DP (:func:`membptt.planning.chains.solve`) on these prices."""
     fb_rows = {int(k.split("=")[1]): r for k, r in by.items() if k.startswith("fb L=")}
     p_gf = min(v for k, v in price.items() if k.startswith("gf c="))
     lens = [L for L in sorted(fb_rows) if int(float(fb_rows[L]["peak_bytes"])) <= budget]
@@ -179,33 +178,27 @@ def _class_optimum(by: dict, price: dict, T: int, budget: int, state_bytes: int,
         return math.inf, 0, 0
     lmax, M = max(lens), budget // state_bytes
     fb = np.full(lmax + 1, np.inf)
-    size = np.ones(lmax + 1, dtype=int)
     ok = np.zeros((lmax + 1, M + 1), dtype=bool)
     for L in lens:
         fr = fb_rows[L]
         fb[L] = price[f"fb L={L}"] * L
-        size[L] = max(1, math.ceil(float(fr["saved_bytes"]) / state_bytes))
         for m in range(1, M + 1):
             ok[L, m] = (M - m) * state_bytes + int(float(fr["peak_bytes"])) <= budget
     gf = p_gf * np.arange(T + 1, dtype=float)
-    if kept:  # MSM with chains: only the analysis DP has kept chains
-        C = chain_dp(T, M, fb, gf, ok, size=size)
-    else:  # HSM with chains: the library's planner DP (membptt.planning.chains)
-        C, _, _ = solve(T, M, gf, fb, ok)
+    C, _, _ = solve(T, M, gf, fb, ok)
     return float(C[T, M]), M, lmax
 
 
 def class_optima(rows: list[dict], T: int, state_bytes: int, per_round: bool = True) -> list[str]:
-    """The least time of checkpointing plans of fused chains at each budget (``chain_dp``).
+    """The least time of checkpointing plans of fused chains at each budget (the chain DP).
 
     From a run's rows (as written to the CSV): a chain of ``L`` steps costs ``L`` times its
     measured price per step, a graph-free run ``y`` times the *cheapest* measured graph-free
     price per step (no call overhead, so this part is generous), a stored state
     ``state_bytes``; a chain fits with ``m`` slots left when the states stored above it plus its
-    measured peak fit the budget, and a kept chain occupies its saved bytes. Two classes:
-    hidden-state checkpoints with chains at the ends (BPTT-HSM with chains), and those plus
-    kept chains (BPTT-MSM with chains), from the medians; the HSM class also from every round's
-    own prices, divided by that round's fused full BPTT (the spread is the machine's noise).
+    measured peak fit the budget. The class: hidden-state checkpoints with chains at the ends
+    (BPTT-HSM with chains), from the medians and from every round's own prices, divided by that
+    round's fused full BPTT (the spread is the machine's noise).
     """
     by = {r["call"]: r for r in rows}
     med = _prices(by, None)
@@ -217,18 +210,16 @@ def class_optima(rows: list[dict], T: int, state_bytes: int, per_round: bool = T
             continue
         name, budget = key.removeprefix("floor "), int(float(r["peak_bytes"]))
         t0 = time.time()
-        hsm, M, lmax = _class_optimum(by, med, T, budget, state_bytes, kept=False)
+        hsm, M, lmax = _class_optimum(by, med, T, budget, state_bytes)
         if not math.isfinite(hsm):
             out.append(f"  {name}: no chain fits")
             continue
-        msm, _, _ = _class_optimum(by, med, T, budget, state_bytes, kept=True)
         line = (f"  {name} ({budget / 2**20:.2f} MiB, {M} state slots, chains up to {lmax}): "
-                f"best HSM-with-chains plan {hsm / ff:.3f}x fused full BPTT, best "
-                f"MSM-with-chains plan {msm / ff:.3f}x (medians)")
+                f"best HSM-with-chains plan {hsm / ff:.3f}x fused full BPTT (medians)")
         if per_round:
             per = []
             for i in range(rounds):
-                c, _, _ = _class_optimum(by, _prices(by, i), T, budget, state_bytes, kept=False)
+                c, _, _ = _class_optimum(by, _prices(by, i), T, budget, state_bytes)
                 per.append(c / float(str(by["full-fused"]["samples_s"]).split()[i]))
             line += f"; HSM class by round {' '.join(f'{x:.3f}' for x in per)}"
         mem = by.get(f"membptt {name}")
@@ -431,7 +422,7 @@ def main(argv=None) -> int:
     state_bytes = sum(t.nbytes for t in state_leaves(w.state0))
     verdict_rows.append({"call": "state", "median_s": None, "per_step_s": None, "steps": T,
                          "samples_s": "", "peak_bytes": state_bytes, "saved_bytes": None})
-    print("\nBest plans of fused chains at these prices (chain_dp; medians):")
+    print("\nBest plans of fused chains at these prices (the chain DP; medians):")
     for line in class_optima(rows + verdict_rows, T, state_bytes):
         print(line)
     for r in rows + verdict_rows:

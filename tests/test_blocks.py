@@ -21,8 +21,8 @@ from membptt.planning import (
     simulate_ops,
 )
 from membptt.planning.blocks import block_bounds, fit_runs
-from membptt.planning.costs import interpolate
 from membptt.planning.budget import fused_bptt_bytes, request
+from membptt.planning.costs import interpolate
 from membptt.planning.prices import Prices
 
 HB = 1000  # bytes of one hidden state in the synthetic models below

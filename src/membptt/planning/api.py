@@ -15,7 +15,7 @@ import math
 from . import blocks, chains, limits, steps
 from . import strategies as S
 from .budget import check_percent_of, parse_memory, request, too_small
-from .costs import CostModel, costs_and_sizes
+from .costs import CostModel, check_totals, costs_and_sizes
 from .errors import BudgetTooSmall, PlanTooLarge
 from .plan import PLANNERS, Plan
 from .problem import MinimumBudget, Problem
@@ -98,6 +98,7 @@ def _problem(strategy, seq_len, *, alpha, beta, costs, options, block, max_table
     max_ops = limits.max_ops(max_ops)
     max_dp_work = limits.max_dp_work(max_dp_work)
     costs, alpha, beta = _sizes(costs, alpha, beta)
+    check_totals(costs, seq_len)
     return Problem(strat, seq_len, None, alpha, beta, costs, dict(options), block,
                    max_table_bytes, max_ops, max_dp_work)
 

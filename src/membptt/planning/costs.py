@@ -270,3 +270,48 @@ def costs_and_sizes(costs, alpha, beta):
         if beta is None and costs.beta_bytes is not None:
             beta = costs.beta_units()
     return costs, alpha, beta
+
+
+_HEADROOM = 1e300  # planned totals stay below this, far from float overflow (1.8e308)
+_RANGE = 1e12  # the largest time field over the smallest positive one
+
+
+def check_totals(costs: CostModel, seq_len: int) -> None:
+    """Refuse a cost model whose planned totals could overflow for ``seq_len`` steps, naming
+    the field: every plan runs at most ``T(T+1)/2`` graph-free steps in as many runs, ``T``
+    graph forwards and ``T`` backwards, so a total is at most ``T(T+1)/2 (run_fixed +
+    run_per_step) + T (forward_graph + backward)``; with segments, ``T`` fused calls of each
+    kind and ``T(T+1)/2`` graph-free steps at the longest run's rate. Times are relative (only
+    their ratios choose a plan), so huge values can be scaled down."""
+    T = float(seq_len)
+    tri = T * (T + 1) / 2
+    terms = {"CostModel.run_fixed": tri * costs.run_fixed,
+             "CostModel.run_per_step": tri * costs.run_per_step,
+             "CostModel.forward_graph": T * costs.forward_graph,
+             "CostModel.backward": T * costs.backward}
+    seg = costs.segments
+    if seg is not None:
+        for name in ("forward", "backward"):
+            vals = getattr(seg, name)
+            j = max(range(len(vals)), key=lambda i: vals[i] / seg.lengths[i])
+            terms[f"SegmentCosts.{name}[{j}]"] = T * vals[j] / seg.lengths[j] * 2
+        j = max(range(len(seg.run_seconds)), key=lambda i: seg.run_seconds[i])
+        terms[f"SegmentCosts.run_seconds[{j}]"] = tri * seg.run_seconds[j]
+    times = {n: getattr(costs, n) for n in ("run_fixed", "run_per_step", "forward_graph",
+                                              "backward") if getattr(costs, n) > 0}
+    hi, lo = max(times, key=times.get), min(times, key=times.get)
+    if times[hi] > _RANGE * times[lo]:  # sums in float64 would lose the smaller one
+        raise ValueError(
+            f"CostModel.{hi} = {times[hi]!r} is more than {_RANGE:.0e} times CostModel.{lo} = "
+            f"{times[lo]!r}: the planner adds them in float64, where the smaller would be lost "
+            "and plans would tie; give costs within that range (measured times are)")
+    if sum(terms.values()) <= _HEADROOM:
+        return
+    name = max(terms, key=terms.get)
+    owner, field = name.split(".", 1)
+    value = (getattr(costs, field) if owner == "CostModel"
+             else getattr(seg, field.split("[")[0])[int(field.split("[")[1][:-1])])
+    raise ValueError(
+        f"{name} = {value!r} makes planned costs overflow for seq_len={seq_len} (a plan's "
+        f"total could reach about {sum(terms.values()):.3g}, above {_HEADROOM:.0e}): costs "
+        "are relative, so scale them down (e.g. seconds instead of nanoseconds)")

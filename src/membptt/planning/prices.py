@@ -18,16 +18,16 @@ class Prices:
     """Times and sizes of fused calls by length: measured (``costs.segments``) or ``L`` times
     the step model. Bytes are rounded up to integers; units are hidden-state units.
 
-    ``stepped=True`` prices stepped execution (every call one step of the stepped cell): calls
-    and sizes from the step model where the cost model has it, graph-free runs still from the
-    measured fused runs (the executor runs them fused either way)."""
+    ``stepped=True`` prices stepped execution as the step-level DP does: every call one step
+    of the stepped cell and graph-free runs ``run_fixed + L * run_per_step``, from the step
+    model where the cost model has its sizes (else the segments' values stand in)."""
 
     def __init__(self, costs: CostModel, alpha: int | None, beta: int | None, *,
                  stepped: bool = False):
         self.costs, self.seg, self.hb = costs, costs.segments, costs.hidden_bytes
         self._runs = self.seg
         if stepped and costs.has_sizes:
-            self.seg = None
+            self.seg = self._runs = None
         if self.seg is not None and self.hb is None:
             raise ValueError("block planning on costs.segments needs CostModel.hidden_bytes "
                              "(to count segment bytes in hidden-state units)")

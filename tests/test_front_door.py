@@ -1,0 +1,169 @@
+"""``membptt.plan``'s front door: the planner it picks, the budget it resolves once, the minimum
+it names, and the one prediction every plan carries."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from test_blocks import HB, fused_costs  # the synthetic fused model of the block tests
+
+import membptt
+from membptt.planning import BudgetTooSmall, CostModel, PlanTooLarge, predict, simulate_ops
+
+PROBED = Path(__file__).parent / "data" / "probed_lstm256_b64_cpu.json"
+
+# (strategy, planner) pairs where the planner applies, per the strategies' registry entries
+PAIRS = [(s, p) for s in ("hsm", "ism", "msm") for p in ("steps", "blocks", "chains", "auto")
+         if p == "auto" or p in membptt.STRATEGIES[s].planners]
+
+
+def test_registry_declares_the_planners():
+    assert membptt.STRATEGIES["hsm"].planners == ("steps", "blocks", "chains")
+    assert membptt.STRATEGIES["msm"].planners == ("steps", "blocks")
+    assert membptt.STRATEGIES["chen"].planners == ("steps",)
+    with pytest.raises(ValueError, match="does not apply to strategy 'chen'; its planners: steps"):
+        membptt.plan("chen", 20, planner="blocks", costs=fused_costs())
+
+
+@pytest.mark.parametrize("strategy,planner", PAIRS)
+@pytest.mark.parametrize("T", [1, 7, 30])
+def test_min_memory_is_the_refusal_boundary(strategy, planner, T):
+    """The returned bytes plan (and "min" plans there); one byte less raises BudgetTooSmall,
+    whose message names the minimum in bytes and as a percentage, never negative units."""
+    costs = fused_costs()
+    lo = membptt.min_memory(strategy, T, costs=costs, planner=planner)
+    p = membptt.plan(strategy, T, f"{lo.bytes}B", costs=costs, planner=planner)
+    assert p.predicted_peak_bytes <= lo.bytes
+    assert membptt.plan(strategy, T, "min", costs=costs, planner=planner).ops == p.ops
+    with pytest.raises(BudgetTooSmall) as e:
+        membptt.plan(strategy, T, f"{lo.bytes - 1}B", costs=costs, planner=planner)
+    assert e.value.minimum_bytes == lo.bytes and e.value.unit == "bytes"
+    msg = str(e.value)
+    assert f"{lo.bytes - 1:,} B" in msg and f"{lo.bytes:,} B" in msg and "memory='min'" in msg
+    assert "-" not in msg.split("below the minimum")[1].split("B")[0]
+    # a percentage below the minimum: the minimum is said as a percentage of the same base
+    ref = membptt.planning.budget.stepped_bptt_bytes(T, costs)
+    pct = 100 * (lo.bytes - 1) / ref
+    if pct > 0.01:
+        with pytest.raises(BudgetTooSmall, match=r"% of stepped BPTT's") as e:
+            membptt.plan(strategy, T, f"{pct * 0.9:.6f}%", costs=costs, planner=planner)
+        assert f"{100 * lo.bytes / ref:.3g}% of stepped BPTT's" in str(e.value)
+
+
+@pytest.mark.parametrize("strategy,planner", [(s, p) for s in ("hsm", "ism", "msm", "chen", "full")
+                                              for p in ("steps", "blocks")
+                                              if p in membptt.STRATEGIES[s].planners])
+def test_min_memory_units_is_the_refusal_boundary(strategy, planner):
+    kw = {} if strategy == "hsm" else {"alpha": 3}
+    lo = membptt.min_memory(strategy, 40, planner=planner, **kw)
+    assert lo.bytes is None
+    membptt.plan(strategy, 40, lo.units, planner=planner, **kw)
+    with pytest.raises(BudgetTooSmall, match=f"{lo.units} units") as e:
+        membptt.plan(strategy, 40, lo.units - 1, planner=planner, **kw)
+    assert e.value.minimum == lo.units and e.value.unit == "units"
+
+
+@pytest.mark.parametrize("memory", ["5 %", " 5%", "5%%", "512 MiB", "5percent", "-5%", "0%",
+                                    "1e400%", "2.5", "-3", "MIN", "min "])
+def test_budget_forms_are_strict(memory):
+    with pytest.raises(ValueError, match="'min' \\(the smallest feasible budget\\)|not valid|"
+                                         "must be positive|finite|whole number|negative") as e:
+        membptt.plan("msm", 50, memory, costs=fused_costs())
+    assert repr(memory) in str(e.value) or str(memory) in str(e.value)
+
+
+def test_auto_picks_the_least_predicted_time_and_records_the_candidates():
+    costs = fused_costs()
+    for strategy in ("hsm", "msm"):
+        for memory in ("10%", "30%", "80%"):
+            p = membptt.plan(strategy, 60, memory, costs=costs)
+            rows = p.info["planners"]
+            assert [r["planner"] for r in rows] == list(membptt.STRATEGIES[strategy].planners)
+            done = [r for r in rows if "predicted_cost" in r]
+            assert p.predicted_cost == min(r["predicted_cost"] for r in done)
+            assert p.planner == min(done, key=lambda r: r["predicted_cost"])["planner"]
+            for r in done:  # each candidate's prediction is that planner's plan's prediction
+                q = membptt.plan(strategy, 60, memory, costs=costs, planner=r["planner"])
+                assert q.predicted_cost == r["predicted_cost"]
+    # without segments the library plans at step level
+    plain = fused_costs(segments=None)
+    assert membptt.plan("msm", 60, "30%", costs=plain).planner == "steps"
+
+
+def test_every_plan_carries_the_one_prediction():
+    """Plan, the planners and the rows read the same replay: the prediction of a plan is
+    ``replay.predict`` of its ops and segment ends, and a stepped plan's equals the stepped
+    simulator's times and bytes."""
+    costs = fused_costs()
+    for planner in ("steps", "blocks", "chains"):
+        p = membptt.plan("hsm", 45, "40%", costs=costs, planner=planner)
+        again = predict(p.ops, p.seq_len, costs, alpha=p.alpha, beta=p.beta,
+                        segment_ends=p.segment_ends)
+        assert again == p.prediction and p.predict() == p.prediction
+    step = membptt.plan("msm", 45, "40%", costs=costs, planner="steps")
+    sim = simulate_ops(step.ops, 45, alpha=step.alpha, beta=step.beta, costs=step.costs)
+    assert step.predicted_cost == pytest.approx(step.info["dp_cost"] + 45 * costs.backward,
+                                                rel=1e-12)
+    assert step.predicted_cost == pytest.approx(sim.predicted_cost, rel=1e-12)
+    assert step.peak_bytes == sim.peak_bytes
+    assert step.predicted_peak_bytes == sim.peak_bytes + step.costs.working_bytes
+    # a plan made under unit costs, priced by measured ones as it runs (stepped)
+    unit = membptt.plan("msm", 45, 30, alpha=5)
+    measured = unit.predict(fused_costs(segments=None))
+    assert measured.total_cost == pytest.approx(simulate_ops(
+        unit.ops, 45, alpha=5, costs=fused_costs(segments=None)).predicted_cost, rel=1e-12)
+
+
+def test_old_block_values_say_what_to_write():
+    costs = fused_costs()
+    for old, new in (("auto", "planner='blocks'"), ("chains", "planner='chains'"),
+                     ("default", "planner='auto'")):
+        with pytest.raises(ValueError, match=new):
+            membptt.plan("hsm", 20, "50%", costs=costs, block=old)
+    with pytest.raises(ValueError, match="does not go with planner='chains'"):
+        membptt.plan("hsm", 20, "50%", costs=costs, planner="chains", block=4)
+    assert membptt.plan("hsm", 20, "50%", costs=costs, block=4).planner == "blocks"
+
+
+def test_auto_refusal_names_the_least_minimum_over_planners():
+    costs = fused_costs()
+    lo = membptt.min_memory("msm", 40, costs=costs)
+    with pytest.raises(BudgetTooSmall, match="tried steps, blocks") as e:
+        membptt.plan("msm", 40, f"{lo.bytes - 1}B", costs=costs)
+    assert e.value.minimum_bytes == lo.bytes
+    assert lo.bytes == min(membptt.min_memory("msm", 40, costs=costs, planner=p).bytes
+                           for p in ("steps", "blocks"))
+
+
+@pytest.mark.skipif(not PROBED.exists(), reason="no probed cost fixture")
+@pytest.mark.parametrize("strategy", ["hsm", "msm"])
+def test_paper_size_lstm_gets_the_fastest_planner(strategy):
+    """The shipped LSTM at the paper's sizes (T = 1000, hidden 256, batch 64) with probed
+    costs (``tests/data``: one probe on this project's CPU): at 3-50 % the plan's predicted
+    time is the least over every planner's candidate, and it is within the budget."""
+    d = json.loads(PROBED.read_text())
+    d.pop("_provenance")
+    costs = CostModel(**d)
+    for pct in (3, 5, 10, 20, 50):
+        try:
+            p = membptt.plan(strategy, 1000, f"{pct}%", costs=costs)
+        except PlanTooLarge:  # every planner above the planning limits
+            continue
+        rows = p.info["planners"]
+        done = [r for r in rows if "predicted_cost" in r]
+        assert p.predicted_cost == min(r["predicted_cost"] for r in done)
+        assert p.predicted_peak_bytes <= p.budget.bytes
+        assert {r["planner"] for r in rows} == set(membptt.STRATEGIES[strategy].planners)
+        assert math.isfinite(p.predicted_cost)
+
+
+def test_hidden_state_units_keep_the_papers_accounting():
+    # the paper's headline point and Fig. 3 are unchanged by the front door
+    p = membptt.plan("msm", 1000, 250, alpha=5)
+    assert (p.forward_ops, p.peak_memory, p.cost_per_step, p.planner) == (1950, 250, 1.95,
+                                                                          "steps")
+    assert membptt.plan("hsm", 10, 4).trace().startswith("F1 push h1 · F2 F3 F4 push h4")
+    assert HB == 1000
