@@ -2,7 +2,7 @@
 
 1. Build the workload (default: the paper's LSTM, T = 1000, hidden 256, input 256, batch 64).
 2. Measure `torch-checkpoint`'s peak live tensor bytes P (tracker, one iteration) and the
-   working-set constant W (membptt.measure.working_set_bytes).
+   working-set constant W (membptt.measure.iteration_working_bytes).
 3. Give every plan method the byte budget P - W: the planner keeps its stored states within it,
    so its measured peak (at most predicted + W, docs/results-schema.md) is at most P. With
    ``--calibrate`` (default), the budget is then raised to P - E, where E is the excess over its
@@ -28,11 +28,11 @@ from membptt.measure import (
     METHODS,
     BenchConfig,
     WorkloadConfig,
+    iteration_working_bytes,
     make_workload,
     provenance,
     run_point,
     tracked_peak,
-    working_set_bytes,
     write_rows,
 )
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ck.run()  # warm-up
     w.zero_grad()
     P, _, _ = tracked_peak(ck.run)
-    W = working_set_bytes(w, chains=True)  # the larger one: plans may link steps
+    W = iteration_working_bytes(w, chains=True)  # the larger one: plans may link steps
     budget = f"{P - W}B"
     print(f"torch-checkpoint peak P = {P} B ({P / 2**20:.2f} MiB); working set W = {W} B "
           f"({W / 2**20:.2f} MiB); plan budget P - W = {budget}", flush=True)

@@ -8,9 +8,9 @@ from membptt.measure import (
     METHODS,
     WorkloadConfig,
     grad_error,
+    iteration_working_bytes,
     make_workload,
     tracked_peak,
-    working_set_bytes,
 )
 from membptt.measure.methods import Infeasible, probe_report, step_working_bytes
 
@@ -107,7 +107,7 @@ def test_plan_peak_matches_prediction_plus_working_set(w32, name, memory):
         assert 0.4 * total <= peak <= total, (peak, total, m.plan.block)
         return
     predicted = m.plan.peak_bytes
-    W = working_set_bytes(w32, m.plan)
+    W = iteration_working_bytes(w32, m.plan)
     assert m.info()["working_set_bytes"] == W
     assert abs(peak - (predicted + W)) <= 0.05 * (predicted + W), (peak, predicted, W)
     # and the stored states really are what the plan says: the excess never exceeds W
@@ -120,7 +120,7 @@ def test_working_set_is_grads_plus_step_working_bytes(w32):
     step = step_working_bytes(w32)
     hidden = sum(t.nbytes for t in w32.state0)
     internal = probe_report(w32).internal_bytes
-    assert working_set_bytes(w32) == grads + step
+    assert iteration_working_bytes(w32) == grads + step
     # the step's working set holds at least the working core, the cursor and dh
     assert step >= internal + 2 * hidden
 
@@ -132,7 +132,7 @@ def test_full_peak_is_T_internal_states_plus_working_set(w32):
     w32.zero_grad()
     peak, _, _ = tracked_peak(m.run)
     plan = membptt.plan("full", 48, costs=probe_report(w32).costs)
-    W = working_set_bytes(w32)
+    W = iteration_working_bytes(w32)
     assert abs(peak - (plan.peak_bytes + W)) <= 0.05 * (plan.peak_bytes + W)
 
 

@@ -17,10 +17,10 @@ from .methods import (
     Infeasible,
     Method,
     get_method,
+    iteration_working_bytes,
     make_method,
     parse_method_spec,
     probe_report,
-    working_set_bytes,
 )
 from .results import COLUMNS, provenance, read_rows, write_rows
 from .rss import measure_rss
@@ -32,5 +32,5 @@ __all__ = [
     "BenchConfig", "COLUMNS", "Infeasible", "LiveBytesTracker", "METHODS", "Method",
     "TimingResult", "Workload", "WorkloadConfig", "cuda_peak", "get_method", "grad_error",
     "make_method", "make_workload", "measure_rss", "parse_method_spec", "probe_report", "provenance", "read_rows", "run_point",
-    "time_interleaved", "track_peak", "tracked_peak", "working_set_bytes", "write_rows",
+    "time_interleaved", "track_peak", "tracked_peak", "iteration_working_bytes", "write_rows",
 ]

@@ -356,7 +356,7 @@ def step_working_bytes(w: Workload, chain: bool = False) -> int:
     states (:func:`membptt.execution.probe.chain_working_bytes`); a chain also holds the
     parameter gradients summed over it until it is done. Cached on the workload.
     """
-    from membptt.execution import working_set_bytes as measured
+    from membptt.execution import working_set_bytes as measured  # excludes parameter gradients
 
     key = "_step_working_bytes_chain" if chain else "_step_working_bytes"
     cached = getattr(w, key, None)
@@ -366,7 +366,7 @@ def step_working_bytes(w: Workload, chain: bool = False) -> int:
     return cached
 
 
-def working_set_bytes(w: Workload, plan=None, *, chains: bool | None = None) -> int:
+def iteration_working_bytes(w: Workload, plan=None, *, chains: bool | None = None) -> int:
     """The working-set constant ``W``: measured peak ~= predicted peak bytes + ``W``.
 
     A plan's ``peak_bytes`` counts the states it *stores* (beyond ``h_0``). During an iteration
@@ -484,7 +484,7 @@ class PlanMethod(Method):
             "block": p.block,
             "predicted_cost": p.predicted_cost,
             "predicted_time_s": self.predicted_measured.total_cost,
-            "working_set_bytes": working_set_bytes(self.w, self.plan),
+            "working_set_bytes": iteration_working_bytes(self.w, self.plan),
             "hidden_bytes": c.hidden_bytes,
             "internal_bytes": c.internal_bytes,
             "beta_bytes": c.beta_bytes,
