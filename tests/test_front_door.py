@@ -167,3 +167,86 @@ def test_hidden_state_units_keep_the_papers_accounting():
                                                                           "steps")
     assert membptt.plan("hsm", 10, 4).trace().startswith("F1 push h1 · F2 F3 F4 push h4")
     assert HB == 1000
+
+
+def _uniform_checkpoint_ops(T: int, K: int):
+    """The schedule of ``torch.utils.checkpoint`` over ``K`` balanced fused segments: a
+    graph-free first sweep storing the segments' inputs, then every segment recomputed with
+    graph in one call and backpropagated, last segment first."""
+    from membptt.planning import Backward, Drop, Forward
+    from membptt.planning.strategies import _balanced
+
+    bounds = [0]
+    for s in _balanced(T, K):
+        bounds.append(bounds[-1] + s)
+    ops = []
+    for j in range(1, K):
+        ops += [Forward(i) for i in range(bounds[j - 1] + 1, bounds[j])]
+        ops.append(Forward(bounds[j], "hidden"))
+    for j in range(K, 0, -1):
+        a, b = bounds[j - 1] + 1, bounds[j]
+        ops += [Forward(i, "internal") for i in range(a, b)] + [Forward(b, "core")]
+        ops += [Backward(i) for i in range(b, a - 1, -1)]
+        ops += [Drop(i, "internal") for i in range(b - 1, a - 1, -1)]
+        if j > 1:
+            ops.append(Drop(bounds[j - 1], "hidden"))
+    return ops, tuple(bounds[1:])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_plan_is_never_slower_than_the_uniform_checkpoint_at_its_memory(seed):
+    """The plan class contains the peer's: on prices measured up to the sequence's length, at
+    the budget equal to K uniform fused segments' predicted peak, membptt's plan (the front
+    door, and the chain planner alone) predicts no more time than that schedule, for every K."""
+    import random
+
+    from test_blocks import segments
+
+    rng = random.Random(seed)
+    T = 48
+    lengths = (1, 2, 3, 5, 8, 12, 16, 24, 32, 48)
+    fixed_f, fixed_b = rng.uniform(1, 20), rng.uniform(1, 20)  # per-call fixed costs
+    seg = segments(
+        lengths=lengths,
+        forward=tuple(fixed_f + rng.uniform(0.5, 1.0) * L for L in lengths),
+        backward=tuple(fixed_b + rng.uniform(1.0, 2.0) * L for L in lengths),
+        stored_bytes=tuple(HB + 3 * HB * L for L in lengths),
+        beta_bytes=tuple(3 * HB * L for L in lengths),
+        working_bytes=tuple(10 * HB + 4 * HB * L for L in lengths),
+        core_bytes=tuple(9 * HB + 4 * HB * L for L in lengths),
+        run_lengths=(1, 4, 16, 48), run_seconds=tuple(rng.uniform(2, 6) + 0.2 * L
+                                                      for L in (1, 4, 16, 48)))
+    costs = fused_costs(segments=seg)
+    for K in range(1, T + 1):
+        ops, ends = _uniform_checkpoint_ops(T, K)
+        peer = predict(ops, T, costs, segment_ends=ends)
+        budget = f"{peer.peak_bytes}B"
+        chains = membptt.plan("hsm", T, budget, costs=costs, planner="chains")
+        assert chains.predicted_cost <= peer.total_cost * (1 + 1e-9), K
+        best = membptt.plan("hsm", T, budget, costs=costs)
+        assert best.predicted_cost <= chains.predicted_cost
+        assert best.predicted_peak_bytes <= peer.peak_bytes
+
+
+@pytest.fixture(scope="module")
+def probed_small_lstm():
+    """The example of the issue that found two minimums disagreeing: an LSTM cell loop
+    (input 32, hidden 64, batch 8, T = 50), probed."""
+    pytest.importorskip("torch")
+    from membptt.measure import WorkloadConfig, make_workload
+
+    w = make_workload(WorkloadConfig(model="lstm", seq_len=50, hidden=64, batch=8,
+                                     input_size=32, classes=16))
+    return membptt.probe(w.step_fn, w.state0, w.inputs)
+
+
+@pytest.mark.parametrize("strategy", ["hsm", "msm"])
+def test_probed_minimum_is_the_refusal_boundary(probed_small_lstm, strategy):
+    costs = probed_small_lstm
+    for planner in ("auto", *membptt.STRATEGIES[strategy].planners):
+        lo = membptt.min_memory(strategy, 50, costs=costs, planner=planner)
+        p = membptt.plan(strategy, 50, f"{lo.bytes}B", costs=costs, planner=planner)
+        assert p.predicted_peak_bytes <= lo.bytes
+        with pytest.raises(BudgetTooSmall) as e:
+            membptt.plan(strategy, 50, f"{lo.bytes - 1}B", costs=costs, planner=planner)
+        assert e.value.minimum_bytes == lo.bytes, planner
