@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 from test_blocks import HB, fused_costs  # the synthetic fused model of the block tests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_long import checkpoint_ops  # noqa: E402  torch.utils.checkpoint's schedule as a plan
 
 import membptt
 from membptt.planning import BudgetTooSmall, CostModel, PlanTooLarge, predict, simulate_ops
@@ -169,30 +173,6 @@ def test_hidden_state_units_keep_the_papers_accounting():
     assert HB == 1000
 
 
-def _uniform_checkpoint_ops(T: int, K: int):
-    """The schedule of ``torch.utils.checkpoint`` over ``K`` balanced fused segments: a
-    graph-free first sweep storing the segments' inputs, then every segment recomputed with
-    graph in one call and backpropagated, last segment first."""
-    from membptt.planning import Backward, Drop, Forward
-    from membptt.planning.strategies import _balanced
-
-    bounds = [0]
-    for s in _balanced(T, K):
-        bounds.append(bounds[-1] + s)
-    ops = []
-    for j in range(1, K):
-        ops += [Forward(i) for i in range(bounds[j - 1] + 1, bounds[j])]
-        ops.append(Forward(bounds[j], "hidden"))
-    for j in range(K, 0, -1):
-        a, b = bounds[j - 1] + 1, bounds[j]
-        ops += [Forward(i, "internal") for i in range(a, b)] + [Forward(b, "core")]
-        ops += [Backward(i) for i in range(b, a - 1, -1)]
-        ops += [Drop(i, "internal") for i in range(b - 1, a - 1, -1)]
-        if j > 1:
-            ops.append(Drop(bounds[j - 1], "hidden"))
-    return ops, tuple(bounds[1:])
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_plan_is_never_slower_than_the_uniform_checkpoint_at_its_memory(seed):
     """The plan class contains the peer's: on prices measured up to the sequence's length, at
@@ -218,7 +198,7 @@ def test_plan_is_never_slower_than_the_uniform_checkpoint_at_its_memory(seed):
                                                       for L in (1, 4, 16, 48)))
     costs = fused_costs(segments=seg)
     for K in range(1, T + 1):
-        ops, ends = _uniform_checkpoint_ops(T, K)
+        ops, ends = checkpoint_ops(T, K)
         peer = predict(ops, T, costs, segment_ends=ends)
         budget = f"{peer.peak_bytes}B"
         chains = membptt.plan("hsm", T, budget, costs=costs, planner="chains")
