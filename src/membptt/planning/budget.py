@@ -169,13 +169,13 @@ def reference_bytes(seq_len: int, costs: CostModel, percent_of: str) -> tuple[in
     if check_percent_of(percent_of) == "fused":
         ref = fused_bptt_bytes(seq_len, costs)
         extra = "" if seq_len <= costs.segments.lengths[-1] else ", extrapolated"
-        return ref, f"fused BPTT's {ref:,} B (T={seq_len}{extra})"
+        return ref, f"fused BPTT's {ref:,} B at T={seq_len}{extra}"
     ref = stepped_bptt_bytes(seq_len, costs)
     if ref is None:
         return None, ""
-    work = " with the working set" if (costs.working_bytes is not None
-                                       or costs.segments is not None) else ""
-    return ref, f"stepped BPTT's {ref:,} B (T={seq_len}{work})"
+    work = ", working set included" if (costs.working_bytes is not None
+                                        or costs.segments is not None) else ""
+    return ref, f"stepped BPTT's {ref:,} B at T={seq_len}{work}"
 
 
 # -- a request, resolved once --------------------------------------------------------------------
