@@ -230,3 +230,24 @@ def test_probed_minimum_is_the_refusal_boundary(probed_small_lstm, strategy):
         with pytest.raises(BudgetTooSmall) as e:
             membptt.plan(strategy, 50, f"{lo.bytes - 1}B", costs=costs, planner=planner)
         assert e.value.minimum_bytes == lo.bytes, planner
+
+
+@pytest.mark.parametrize("over,field", [
+    (dict(forward_graph=1.7e308), "CostModel.forward_graph"),
+    (dict(run_per_step=1e299), "CostModel.run_per_step"),
+    (dict(backward=1e200), "CostModel.backward"),  # lost precision: 1e200 beside 1.0
+])
+def test_cost_models_that_overflow_or_lose_precision_are_refused(over, field):
+    """Finite but huge costs used to overflow in the DP (every plan tied, recompute-all was
+    returned with ``predicted cost: inf``): refused, naming the field."""
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        membptt.plan("msm", 200, 20, alpha=3, costs=CostModel(**over))
+
+
+def test_overflowing_segment_costs_are_refused_for_every_planner():
+    from test_blocks import segments
+
+    costs = fused_costs(segments=segments(forward=(1.0, 2.0, 3.0, 4.0, 1.7e308)))
+    for planner in ("auto", "blocks", "chains"):
+        with pytest.raises(ValueError, match=r"SegmentCosts\.forward\[4\] = 1\.7e\+308"):
+            membptt.plan("hsm", 50, "50%", costs=costs, planner=planner)

@@ -254,6 +254,19 @@ def _graph_calls(ops, is_end) -> dict[int, tuple[int, bool]]:
     return calls
 
 
+class _Calls:
+    """Calls of one kind being priced: the open call's length, the total and the count."""
+
+    def __init__(self, price):
+        self.price, self.length, self.total, self.count = price, 0, 0.0, 0
+
+    def close(self) -> None:
+        if self.length:
+            self.total += self.price(self.length)
+            self.count += 1
+            self.length = 0
+
+
 def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
             beta: int | None = None, segment_ends=None) -> Prediction:
     """Price valid ``ops`` (replayed by :func:`simulate_ops` first) as the executor runs them
@@ -276,13 +289,7 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
     stored_peak = 0
     core_peak = None
     least_work = None
-    fwd = bwd = 0.0
-    n_runs = n_graph = n_back = 0
-    run_len = 0
     cursor = None
-    call_len = 0
-    back_len = 0
-    prev_back = None
 
     def held(j: int) -> bool:
         return j == 0 or j in hidden or j in group_of
@@ -300,26 +307,12 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
         if g is not None:
             charge(g)
 
-    def close_run():
-        nonlocal run_len, fwd, n_runs
-        if run_len:
-            fwd += prices.run(run_len)
-            n_runs += 1
-            run_len = 0
-
-    def close_call():
-        nonlocal call_len, fwd, n_graph
-        if call_len:
-            fwd += prices.forward(call_len)
-            n_graph += 1
-            call_len = 0
+    runs, graph, back = _Calls(prices.run), _Calls(prices.forward), _Calls(prices.backward)
+    prev_back = None
 
     def close_back():
-        nonlocal back_len, bwd, n_back, prev_back
-        if back_len:
-            bwd += prices.backward(back_len)
-            n_back += 1
-            back_len = 0
+        nonlocal prev_back
+        back.close()
         prev_back = None
 
     for k, op in enumerate(ops):
@@ -327,23 +320,23 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
             close_back()
             i = op.step
             if op.keep in (None, "hidden"):
-                close_call()
+                graph.close()
                 if cursor != i - 1:
-                    close_run()
-                run_len += 1
+                    runs.close()
+                runs.length += 1
                 if op.keep == "hidden":
-                    close_run()
+                    runs.close()
                     hidden.add(i)
                     stored += hb if sized else 0
                     recharge(i)
             else:
-                close_run()
+                runs.close()
                 start, to_core = calls[k]
                 if start == k:
-                    close_call()
-                call_len += 1
+                    graph.close()
+                graph.length += 1
                 if op.keep == "core":
-                    L = call_len
+                    L = graph.length
                     first = i - L + 1
                     work = prices.core(L) if (first - 1) not in group_of else prices.working(L)
                     if work is not None:
@@ -360,17 +353,17 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
                     recharge(i)
             cursor = i
         elif isinstance(op, Backward):
-            close_run()
-            close_call()
+            runs.close()
+            graph.close()
             i = op.step
             if prev_back != i + 1 or is_end(i):
                 close_back()
-            back_len += 1
+            back.length += 1
             prev_back = i
             cursor = None
         elif isinstance(op, Drop):
-            close_run()
-            close_call()
+            runs.close()
+            graph.close()
             close_back()
             i = op.step
             if op.kind == "hidden":
@@ -390,12 +383,12 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
                 cursor = None
             recharge(i)
         stored_peak = max(stored_peak, stored)
-    close_run()
-    close_call()
+    runs.close()
+    graph.close()
     close_back()
     peak = None
     if core_peak is not None:
         peak = max(core_peak, stored_peak + least_work)
-    return Prediction(fwd, bwd, stored_peak if sized else None, peak if sized else None,
-                      n_runs, n_graph, n_back,
+    return Prediction(runs.total + graph.total, back.total, stored_peak if sized else None,
+                      peak if sized else None, runs.count, graph.count, back.count,
                       None if segment_ends is None else tuple(sorted(ends)))
