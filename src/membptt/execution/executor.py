@@ -278,8 +278,15 @@ class Executor:
 
     def __init__(self, step, state0, inputs, *, seq_len: int | None = None, fused: bool = True,
                  segments: bool = True, preserve_rng_state: bool = True,
-                 stats: ExecStats | None = None):
+                 stats: ExecStats | None = None, outputs: bool = False):
         self.step = step
+        # outputs mode (membptt.scan / membptt.wrap): the step returns (state, y_t) instead of
+        # (state, loss_t); the first sweep writes y_t into ``ys`` (time-major, the caller's
+        # tensor) and a backward sends ``gys[t]`` (dL/dy_t) into each record's outputs
+        self.outputs = bool(outputs)
+        self.ys = None
+        self.ys_out = None
+        self.gys = None
         self.structure = _Structure(state0)
         s0 = self.structure.leaves
         for k, t in enumerate(s0):
@@ -331,6 +338,7 @@ class Executor:
         self.gloss = None
         self.gx = None
         self.final = None
+        self.grad_stash = None
 
     # -- helpers
     def start(self) -> tuple:
@@ -373,6 +381,43 @@ class Executor:
                     f"{where}: state element {k} changed: expected {_describe(r)} (as in "
                     f"state0), got {got}; the state must keep its shapes, dtypes and devices")
         return out
+
+    def _check_out(self, where, out, y, a, b):
+        """Outputs mode: validate ``y`` (the outputs of steps ``a..b``: ``y_a`` when ``a == b``,
+        else stacked on dim 0), write it into ``ys`` (allocated at the first output); returns
+        the state as a flat tuple."""
+        if not isinstance(y, torch.Tensor):
+            raise ValueError(f"{where}: expected the step to return (state, y_t) with y_t a "
+                             f"tensor, got {type(y).__name__} as y_t")
+        if self.ys is None:
+            shape = y.shape if a == b else y.shape[1:]
+            self.ys = y.new_empty((self.T, *shape))
+        dst = self.ys[a - 1] if a == b else self.ys[a - 1:b]
+        if y.shape != dst.shape or y.dtype != dst.dtype or y.device != dst.device:
+            want = ("" if a == b else f"({b - a + 1}, ...) stacked: ") + _describe(dst)
+            raise ValueError(f"{where}: the output y_t changed: expected {want} (as the "
+                             f"outputs before), got {_describe(y)}; every step's output must "
+                             "keep its shape, dtype and device")
+        dst.copy_(y)
+        return self._check_state(where, out)
+
+    def run_outputs(self, h, a: int, b: int):
+        """Outputs mode: graph-free forwards of steps ``a..b`` from ``h = h_{a-1}`` writing each
+        ``y_t`` into ``ys[t-1]``; fused as one ``step.advance(state, xs, out)`` call (``out`` the
+        view ``ys[a-1:b]`` to fill) when able. Returns ``h_b``."""
+        step = self.step
+        with torch.no_grad():
+            if self.fused and self.ys is not None:
+                out, _ = step.advance(self.user(h), self._xs(a, b), self.ys[a - 1:b])
+                self.stats.fused_runs += 1
+                self.stats.fused_steps += b - a + 1
+                return self._check_state(f"steps {a}..{b} (step.advance)", out)
+            xsteps = self.xsteps
+            for i in range(a, b + 1):
+                out, y = step(self.user(h), xsteps[i - 1])
+                h = self._check_out(f"step {i}", out, y, i, i)
+            self.stats.step_calls += b - a + 1
+        return h
 
     def _as_flat(self, out):
         if self.single:
@@ -489,8 +534,9 @@ class Executor:
             else:
                 out, loss = self.step(self.user(h), x)
         if check:
-            out = self._check(f"steps {a}..{b} (step.segment)" if seg else f"step {a}",
-                              out, loss)
+            where = f"steps {a}..{b} (step.segment)" if seg else f"step {a}"
+            out = (self._check_out(where, out, loss, a, b) if self.outputs
+                   else self._check(where, out, loss))
         else:
             out = self._as_flat(out)
         stats = self.stats
@@ -511,13 +557,22 @@ class Executor:
         output state (None: zero) and ``gloss`` the gradient of every loss (default: 1).
         Returns the gradient of the oldest record's input state (a flat tuple; None where it
         needs none). The records' graphs are freed as autograd passes them."""
-        if gloss is None:
-            gloss = torch.ones((), dtype=records[0].loss.dtype, device=records[0].loss.device)
         tensors, grads = [], []
-        for rec in records:
-            if rec.loss.requires_grad:
-                tensors.append(rec.loss)
-                grads.append(gloss)
+        if self.outputs:  # each record's outputs get their slice of dL/dys (none: unused)
+            gys = self.gys
+            if gys is not None:
+                for rec in records:
+                    if rec.loss.requires_grad:
+                        tensors.append(rec.loss)
+                        grads.append(gys[rec.a - 1] if rec.a == rec.b else gys[rec.a - 1:rec.b])
+        else:
+            if gloss is None:
+                gloss = torch.ones((), dtype=records[0].loss.dtype,
+                                   device=records[0].loss.device)
+            for rec in records:
+                if rec.loss.requires_grad:
+                    tensors.append(rec.loss)
+                    grads.append(gloss)
         if dh is not None:
             for o, d in zip(records[0].out, dh):
                 if d is not None and o.requires_grad:
@@ -538,10 +593,13 @@ class Executor:
 
     # -- executing a program
     def _run(self, ins: Run, first: bool):
-        h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first, check=first,
-                           total=self.loss_sum)
-        if first:
-            self.loss_sum = loss
+        if first and self.outputs:
+            h = self.run_outputs(self._source(ins.read), ins.a, ins.b)
+        else:
+            h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first,
+                               check=first, total=self.loss_sum)
+            if first:
+                self.loss_sum = loss
         if ins.store:
             self.hidden[ins.b] = (h, self._snap())
         self.cursor = h
@@ -550,7 +608,7 @@ class Executor:
         h = self._source(ins.read)  # (also restores the RNG state when restarting)
         link = self.internal[ins.a - 1] if ins.linked else None
         rec = self.graph(h, ins.a, ins.b, link=link, check=first)
-        if first:
+        if first and not self.outputs:
             ld = rec.loss.detach()
             self.loss_sum = ld if self.loss_sum is None else self.loss_sum + ld
         if ins.core:
@@ -573,6 +631,9 @@ class Executor:
             recs.append(rec)
             s = rec.a - 1
         dh, self.dh = self.dh, None
+        if self.grad_stash is None:  # the first chain: its graph names the step's parameters
+            self.grad_stash = _GradStash(_graph_params(
+                [r.loss for r in recs] + [t for r in recs[:1] for t in r.out]))
         self.dh = self.backward(recs, dh=dh, gloss=self.gloss)
 
     def _exec(self, lo, hi, first):
@@ -604,7 +665,11 @@ class Executor:
         self._run(Run(Read(Src.H0, 0), 1, self.T), True)
         return self.loss_sum
 
-    def backward_phase(self, gloss, gfinal):
+    def backward_phase(self, gloss, gfinal, params=None):
+        """Execute the program's backward part. ``params``: the parameters the step uses
+        (None: found by walking the graph of the first chain backpropagated); if anything
+        raises midway, their ``.grad`` is restored to its value before this call (no partial
+        gradients are left behind) and the stored states are freed."""
         self.gloss = gloss
         if any(g is not None for g in gfinal):
             self.dh = tuple(gfinal)
@@ -613,16 +678,82 @@ class Executor:
                        for t, g in zip(self.inputs, self.x_grad)]
         self.cursor = None
         self.final = None
+        self.grad_stash = None if params is None else _GradStash(params)
         devices = self.cuda_devices
-        with torch.random.fork_rng(devices=devices, enabled=self.preserve), \
-                _autocast_ctx(self.autocast):
-            self._exec(self.program.split, len(self.program.instructions), False)
+        try:
+            with torch.random.fork_rng(devices=devices, enabled=self.preserve), \
+                    _autocast_ctx(self.autocast):
+                self._exec(self.program.split, len(self.program.instructions), False)
+        except BaseException:
+            if self.grad_stash is not None:
+                self.grad_stash.restore()
+            self.reset()
+            self.internal.clear()
+            self.gx = self.gys = self.grad_stash = None
+            raise
+        self.grad_stash = None
         g0 = self.dh if self.state0_grad else None
         gx = self.gx
-        self.dh = self.gx = None
+        self.dh = self.gx = self.gys = None
         self.hidden.clear()
         self.internal.clear()
         return g0, gx
+
+
+def _graph_params(tensors, limit: int = 4096) -> list:
+    """Leaf tensors requiring grad reachable from ``tensors``' graphs within the first
+    ``limit`` autograd nodes, breadth first (a step's parameters sit a few nodes from its
+    outputs; the leaf copies of states and inputs the executor makes are found too,
+    harmlessly). Used only for steps that are not ``nn.Module``s."""
+    from collections import deque
+
+    seen, out = set(), []
+    queue = deque(t.grad_fn for t in tensors if t.grad_fn is not None)
+    while queue and len(seen) < limit:
+        fn = queue.popleft()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            out.append(var)
+        queue.extend(f for f, _ in fn.next_functions)
+    return out
+
+
+class _GradStash:
+    """The ``.grad`` of some tensors before a backward, to put back if it fails midway: a
+    gradient that was None is set back to None; an existing one is cloned (one parameter-
+    gradient's worth of memory, held while the backward runs) and copied back in place."""
+
+    __slots__ = ("saved",)
+
+    def __init__(self, tensors):
+        seen, saved = set(), []
+        for t in tensors:
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            g = t.grad
+            saved.append((t, g, None if g is None else g.detach().clone()))
+        self.saved = saved
+
+    def restore(self):
+        for t, g, copy in self.saved:
+            if copy is None:
+                t.grad = None
+            elif t.grad is g and g.shape == copy.shape:
+                with torch.no_grad():
+                    g.copy_(copy)
+            else:
+                t.grad = copy
+
+
+_GRAD_ONLY = (
+    "membptt: torch.autograd.grad(...) (or backward(inputs=...)) cannot run a membptt backward: "
+    "the plan's recomputation accumulates the step's parameter gradients into .grad, as "
+    "reentrant torch.utils.checkpoint does (a documented limitation, docs/executor.md, "
+    "'Limitations'). Call loss.backward() (after optimizer.zero_grad()) and read p.grad")
 
 
 class _XGradSink:
@@ -641,30 +772,74 @@ class _XGradSink:
 
 
 class _BPTTFunction(torch.autograd.Function):
+    """``apply(ex, params, dummy, *state0, *inputs, *params)``: the parameters are inputs only
+    so that ``torch.autograd.grad(loss, params)`` reaches this backward and gets a message
+    that says what to do (their gradients are accumulated, never returned)."""
+
     @staticmethod
-    def forward(ctx, ex, dummy, *tensors):
+    def forward(ctx, ex, params, dummy, *tensors):
         ctx.set_materialize_grads(False)
         ex.forward()
         ctx.ex = ex
+        ctx.params = params
         ctx.n_state = len(ex.state0)
         out = (ex.loss_sum,) + tuple(t.detach() for t in ex.final)
         return out
 
     @staticmethod
     def backward(ctx, gloss, *gfinal):
-        ex = ctx.ex
-        if ex is None:
-            raise RuntimeError("membptt.bptt: backward ran twice through the same call (the "
-                               "plan's states are consumed by the first backward)")
-        if torch.is_grad_enabled():
-            raise RuntimeError("membptt.bptt does not support create_graph=True "
-                               "(higher-order gradients)")
-        ctx.ex = None
-        g0, gx = ex.backward_phase(gloss, gfinal)
-        n = ctx.n_state
-        g0 = list(g0) if g0 is not None else [None] * n
-        gx = list(gx) if gx is not None else [None] * len(ex.inputs)
-        return (None, None, *g0, *gx)
+        ex = _backward_checks(ctx, "membptt.bptt")
+        g0, gx = ex.backward_phase(gloss, gfinal, ctx.params)
+        return _input_grads(ctx, ex, g0, gx)
+
+
+def _backward_checks(ctx, what):
+    ex = ctx.ex
+    if ex is None:
+        raise RuntimeError(f"{what}: backward ran twice through the same call (the "
+                           "plan's states are consumed by the first backward)")
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{what} does not support create_graph=True "
+                           "(higher-order gradients)")
+    if not torch.autograd._is_checkpoint_valid():
+        raise RuntimeError(_GRAD_ONLY)
+    ctx.ex = None
+    return ex
+
+
+def _input_grads(ctx, ex, g0, gx):
+    n = ctx.n_state
+    g0 = list(g0) if g0 is not None else [None] * n
+    gx = list(gx) if gx is not None else [None] * len(ex.inputs)
+    return (None, None, None, *g0, *gx, *([None] * len(ctx.params or ())))
+
+
+class _ScanFunction(torch.autograd.Function):
+    """Outputs mode (:func:`membptt.scan`, :func:`membptt.wrap`): ``apply(ex, params, dummy,
+    *state0, *inputs, *params) -> (ys, *h_T)``; backward receives ``dL/dys`` and ``dL/dh_T``.
+    ``ex.ys_out`` (optional) is the tensor to return when ``ex.ys`` is a time-major view of it
+    (batch-first outputs); its gradient is viewed the same way."""
+
+    @staticmethod
+    def forward(ctx, ex, params, dummy, *tensors):
+        ctx.set_materialize_grads(False)
+        ex.forward()
+        ctx.ex = ex
+        ctx.params = params
+        ctx.n_state = len(ex.state0)
+        ys, ex.ys = (ex.ys if ex.ys_out is None else ex.ys_out), None
+        ctx.batch_first = ex.ys_out is not None
+        ex.ys_out = None
+        return (ys,) + tuple(t.detach() for t in ex.final)
+
+    @staticmethod
+    def backward(ctx, gys, *gfinal):
+        ex = _backward_checks(ctx, "membptt.scan")
+        if gys is not None and ctx.batch_first:
+            gys = gys.transpose(0, 1)
+        ex.gys = gys
+        g0, gx = ex.backward_phase(None, gfinal, ctx.params)
+        return _input_grads(ctx, ex, g0, gx)
 
 
 # -- public API -----------------------------------------------------------------------------------
@@ -718,11 +893,20 @@ def bptt(step, state0, inputs, plan, *, fused: bool = True, segments: bool | Non
     # ex.segments: the step can run segments (and they were not switched off); None: as priced
     ex.program = compiled(plan, segments=(segments if ex.segments else False))
     dummy = torch.empty(0, requires_grad=True)
-    out = _BPTTFunction.apply(ex, dummy, *ex.state0, *ex.inputs)
+    params = module_params(step)
+    out = _BPTTFunction.apply(ex, params, dummy, *ex.state0, *ex.inputs, *(params or ()))
     loss = out[0]
     if return_state:
         return loss, ex.user(tuple(out[1:]))
     return loss
+
+
+def module_params(step) -> tuple | None:
+    """The parameters requiring grad of an ``nn.Module`` step (None for another callable: the
+    executor then finds them by walking the graph of the first chain it backpropagates)."""
+    if isinstance(step, torch.nn.Module):
+        return tuple(p for p in step.parameters() if p.requires_grad)
+    return None
 
 
 def plain_bptt(step, state0, inputs):
