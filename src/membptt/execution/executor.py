@@ -72,6 +72,8 @@ step, exactly as with reentrant checkpointing). No double backward; backward run
 from __future__ import annotations
 
 import contextlib
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -131,9 +133,41 @@ class Record:
     snap: object = None
 
 
-# -- plan compilation (cached per plan object) ---------------------------------------------------
+# -- plan compilation (cached per plan object, bounded by bytes) ----------------------------------
 
-_COMPILED: dict = {}
+#: the most bytes the compiled-program cache holds (programs and the op tuples they keep alive,
+#: estimated with ``sys.getsizeof``); least recently used programs are evicted first, and a
+#: program larger than this is compiled but not kept
+COMPILED_CACHE_BYTES = 64 * 2**20
+
+_COMPILED: OrderedDict = OrderedDict()  # key -> (ops, program, bytes)
+_COMPILED_BYTES = [0]
+
+
+def _program_bytes(ops, prog: Program) -> int:
+    """Estimated bytes of a cache entry: the instruction and op objects (with their ``Read``s)
+    and the two tuples. O(len) once per compile, as the compile itself."""
+    n = sys.getsizeof(prog.instructions) + sys.getsizeof(ops) + sys.getsizeof(prog)
+    for ins in prog.instructions:
+        n += sys.getsizeof(ins)
+        read = getattr(ins, "read", None)
+        if read is not None:
+            n += sys.getsizeof(read)
+    for op in ops:
+        n += sys.getsizeof(op)
+    return n
+
+
+def compiled_cache_info() -> dict:
+    """``{"entries", "bytes", "limit"}`` of the compiled-program cache."""
+    return {"entries": len(_COMPILED), "bytes": _COMPILED_BYTES[0],
+            "limit": COMPILED_CACHE_BYTES}
+
+
+def _cache_drop(key):
+    entry = _COMPILED.pop(key, None)
+    if entry is not None:
+        _COMPILED_BYTES[0] -= entry[2]
 
 
 def compiled(plan, *, segments: bool | None = None) -> Program:
@@ -141,18 +175,25 @@ def compiled(plan, *, segments: bool | None = None) -> Program:
 
     ``segments=None``: fused segments exactly when the plan was planned on fused blocks
     (``plan.block_bounds``); True/False forces them on/off (whether the step can run them is
-    checked by the executor). Cached per plan object.
+    checked by the executor). Cached per plan object, least recently used first out, within
+    :data:`COMPILED_CACHE_BYTES`.
     """
     ops, T, breaks = plan_ops(plan)
     seg = breaks is not None if segments is None else bool(segments)
     key = (id(ops), T, seg)
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] is ops:
+        _COMPILED.move_to_end(key)
         return hit[1]
     prog = compile_plan(ops, T, segments=seg, breaks=breaks)
-    if len(_COMPILED) > 64:
-        _COMPILED.clear()
-    _COMPILED[key] = (ops, prog)
+    _cache_drop(key)  # (a dead ops tuple whose id was reused)
+    size = _program_bytes(ops, prog)
+    limit = COMPILED_CACHE_BYTES
+    if size <= limit:
+        while _COMPILED and _COMPILED_BYTES[0] + size > limit:
+            _cache_drop(next(iter(_COMPILED)))
+        _COMPILED[key] = (ops, prog, size)
+        _COMPILED_BYTES[0] += size
     return prog
 
 
