@@ -199,12 +199,14 @@ def compiled(plan, *, segments: bool | None = None) -> Program:
 
 # -- RNG / autocast ----------------------------------------------------------------------------
 
-def _rng_snapshot(cuda_devices):
+def rng_snapshot(cuda_devices):
+    """The default generators' states: the CPU one and those of ``cuda_devices``."""
     return (torch.get_rng_state(),
             [torch.cuda.get_rng_state(d) for d in cuda_devices])
 
 
-def _rng_restore(snap, cuda_devices):
+def rng_restore(snap, cuda_devices):
+    """Put back a :func:`rng_snapshot`."""
     torch.set_rng_state(snap[0])
     for d, s in zip(cuda_devices, snap[1]):
         torch.cuda.set_rng_state(s, d)
@@ -479,11 +481,11 @@ class Executor:
         else:
             h, snap = self.state0, self.rng0
         if snap is not None:
-            _rng_restore(snap, self.cuda_devices)
+            rng_restore(snap, self.cuda_devices)
         return h
 
     def _snap(self):
-        return _rng_snapshot(self.cuda_devices) if self.preserve else None
+        return rng_snapshot(self.cuda_devices) if self.preserve else None
 
     def _xs(self, a, b):
         if self.single_input:
