@@ -341,8 +341,13 @@ class Executor:
         for k, t in enumerate(xs):
             if t.dim() == 0 or (T is not None and t.shape[0] != T):
                 n = "a 0-dim tensor" if t.dim() == 0 else f"{t.shape[0]} time steps (dim 0)"
+                hint = ""
+                if t.dim() >= 2 and t.shape[1] == T:
+                    hint = (f"; its dim 1 has {T}: batch-first data? Time must be on dim 0 "
+                            "(x.transpose(0, 1); FusedRNNStep.inputs(...) does it for a "
+                            "batch_first module)")
                 raise ValueError(f"inputs{'' if single_in else f'[{k}]'} has {n}, but the plan "
-                                 f"is for seq_len={T}: expected {T} time steps")
+                                 f"is for seq_len={T}: expected {T} time steps{hint}")
         if len({t.shape[0] for t in xs}) != 1:
             raise ValueError("expected every input tensor to have the same length on dim 0 "
                              f"(time), got {[t.shape[0] for t in xs]}")
