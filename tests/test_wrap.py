@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 import membptt
+from membptt.execution import compiled
+from membptt.execution.compile import Run
 from membptt.execution.memtrack import LiveBytesTracker
 
 torch.set_num_threads(1)
@@ -110,21 +112,52 @@ class CountingLSTM(nn.LSTM):
         return super().forward(x, hx)
 
 
-def test_wrap_forward_is_the_first_sweep():
+@pytest.mark.parametrize("defer", [True, False])
+def test_wrap_forward_is_the_first_sweep(defer):
     """The forward runs each step once (no extra forwards); forward + backward run exactly the
-    plan's forward operations; fused calls run where the plan has blocks."""
+    plan's forward operations (plus, deferring, the first sweep's graph forwards rebuilt when
+    the backward starts); fused calls run where the plan has blocks."""
     torch.manual_seed(2)
     rnn = CountingLSTM(D, H).to(DT)
     x = torch.randn(40, B, D, dtype=DT)
-    w = membptt.wrap(rnn, memory=12, repeats=1)
+    w = membptt.wrap(rnn, memory=12, repeats=1, defer=defer)
     w(x)[0].sum().backward()  # plans (the probe runs the module too)
     plan = w.info["plan"]
     CountingLSTM.steps = 0
     out, _ = w(x)
     assert CountingLSTM.steps == 40
     (out ** 2).sum().backward()
-    assert CountingLSTM.steps == plan.forward_ops
+    assert (w.info["deferred_steps"] > 0) == defer
+    assert CountingLSTM.steps == plan.forward_ops + w.info["deferred_steps"]
     assert plan.block is not None and plan.block > 1  # fused blocks were planned
+
+
+def test_wrap_defer_holds_only_hidden_states_between_forward_and_backward():
+    """Deferring, what the forward leaves alive beyond the outputs and the final state is
+    hidden-state checkpoints only; without, the first sweep's stored graphs too. Gradients
+    are the same either way."""
+    torch.manual_seed(8)
+    Tl = 80
+    rnn = nn.LSTM(D, H).to(DT)
+    x = torch.randn(Tl, B, D, dtype=DT)
+    state = 2 * B * H * 8  # (h, c)
+    held, grads = {}, {}
+    for defer in (True, False):
+        w = membptt.wrap(rnn, memory=30, block=None, repeats=1, defer=defer)
+        w(x)[0].sum().backward()  # plan once
+        rnn.zero_grad(set_to_none=True)
+        with LiveBytesTracker() as tr:
+            out, (h, c) = w(x)
+            held[defer] = tr.current_bytes - out.numel() * 8 - 2 * h.numel() * 8
+            ((out ** 2).sum() + c.sum()).backward()
+            del out, h, c
+        grads[defer] = [p.grad.clone() for p in rnn.parameters()]
+        prog = compiled(w.info["plan"])
+        checkpoints = sum(1 for ins in prog.instructions[:prog.split]
+                          if isinstance(ins, Run) and ins.store)
+    assert held[True] <= (checkpoints + 1) * state  # (+1: the deferred group's input)
+    assert held[False] > held[True] + 4 * state
+    assert max_rel_err(grads[True], grads[False]) <= 1e-12
 
 
 def test_wrap_live_bytes_within_prediction_plus_callers_tensors():
@@ -321,10 +354,12 @@ def test_scan_counts_the_first_sweep_as_the_forward():
 
     x = torch.randn(30, B, H, dtype=DT)
     p = membptt.plan("msm", 30, memory=5, alpha=2)
-    ys, _ = membptt.scan(step, torch.zeros(B, H, dtype=DT), x, plan=p)
+    info = {}
+    ys, _ = membptt.scan(step, torch.zeros(B, H, dtype=DT), x, plan=p, info=info)
     assert calls["n"] == 30
     ys.sum().backward()
-    assert calls["n"] == p.forward_ops
+    assert info["deferred_steps"] > 0
+    assert calls["n"] == p.forward_ops + info["deferred_steps"]
 
 
 def test_scan_output_must_keep_its_shape():

@@ -93,7 +93,10 @@ class ExecStats:
     ``segment_steps`` steps run with graph by ``step.segment`` (in ``segment_calls`` calls).
     ``step_calls + fused_steps + segment_steps == plan.forward_ops`` always; ``graph_steps ==
     plan.graph_forwards``; ``backward_steps == plan.seq_len``; ``backward_calls`` counts the
-    ``torch.autograd.backward`` calls (one per chain of linked steps).
+    ``torch.autograd.backward`` calls (one per chain of linked steps). ``deferred_steps``: steps
+    whose forward with graph was deferred from the first sweep to the start of the backward
+    (outputs mode with ``defer``; each adds one forward: ``forward_steps == plan.forward_ops +
+    deferred_steps``).
     """
 
     step_calls: int = 0
@@ -104,6 +107,7 @@ class ExecStats:
     segment_steps: int = 0
     backward_steps: int = 0
     backward_calls: int = 0
+    deferred_steps: int = 0
     fused: bool = False
     segments: bool = False
     preserve_rng: bool = False
@@ -330,6 +334,13 @@ class Executor:
         self.ys = None
         self.ys_out = None
         self.gys = None
+        # defer (outputs mode): the first sweep runs its graph forwards graph-free and the
+        # backward rebuilds them first, so that between forward and backward (while the
+        # caller's head runs) only hidden states are held
+        self.defer = False
+        self.deferred: list = []  # (h_in or None, RNG snapshot, [Graph, ...]) per group
+        self._pending = None  # the group being collected: [a, b, h_in, snap, [Graph, ...]]
+        self._dropped: set = set()
         self.structure = _Structure(state0)
         s0 = self.structure.leaves
         for k, t in enumerate(s0):
@@ -642,6 +653,8 @@ class Executor:
     # -- executing a program
     def _run(self, ins: Run, first: bool):
         if first and self.outputs:
+            if self._pending is not None:
+                self._flush()
             h = self.run_outputs(self._source(ins.read), ins.a, ins.b)
         else:
             h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first,
@@ -652,7 +665,53 @@ class Executor:
             self.hidden[ins.b] = (h, self._snap())
         self.cursor = h
 
+    def _defer(self, ins: Graph):
+        """First sweep, deferring: collect ``ins`` into the pending group of contiguous linked
+        graph forwards (run graph-free, outputs written, when the group ends)."""
+        p = self._pending
+        if p is not None and ins.linked and ins.a == p[1] + 1:
+            p[1] = ins.b
+            p[4].append(ins)
+            return
+        self._flush()
+        h = self._source(ins.read)
+        self._pending = [ins.a, ins.b, h, self._snap(), [ins]]
+
+    def _flush(self):
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        a, b, h, snap, group = p
+        self.cursor = self.run_outputs(h, a, b)
+        self.deferred.append((None if group[0].linked else h, snap, group))
+        self.stats.deferred_steps += b - a + 1
+
+    def _replay_deferred(self):
+        """Backward phase, first: rebuild the deferred graph forwards, in order, exactly as the
+        first sweep would have built them (same inputs, same RNG stream)."""
+        deferred, self.deferred = self.deferred, []
+        for hin, snap, group in deferred:
+            if snap is not None:
+                rng_restore(snap, self.cuda_devices)
+            for ins in group:
+                if ins.b in self._dropped:
+                    continue
+                link = self.internal[ins.a - 1] if ins.linked else None
+                rec = self.graph(hin, ins.a, ins.b, link=link)
+                if ins.core:
+                    self.core = rec
+                else:
+                    rec.snap = self._snap()
+                    self.internal[ins.b] = rec
+        self._dropped.clear()
+
+    def _free_internal(self, step):
+        if self.internal.pop(step, None) is None:  # a deferred record: never rebuild it
+            self._dropped.add(step)
+
     def _graph(self, ins: Graph, first: bool):
+        if first and self.defer:
+            return self._defer(ins)
         h = self._source(ins.read)  # (also restores the RNG state when restarting)
         link = self.internal[ins.a - 1] if ins.linked else None
         rec = self.graph(h, ins.a, ins.b, link=link, check=first)
@@ -699,12 +758,14 @@ class Executor:
             elif ins.kind == "hidden":  # Free
                 del self.hidden[ins.step]
             else:
-                del self.internal[ins.step]
+                self._free_internal(ins.step)
 
     # -- phases
     def forward(self):
         self.rng0 = self._snap()
         self._exec(0, self.program.split, True)
+        if self._pending is not None:
+            self._flush()
         self.final = self.cursor
 
     def eval_forward(self):
@@ -731,12 +792,15 @@ class Executor:
         try:
             with torch.random.fork_rng(devices=devices, enabled=self.preserve), \
                     _autocast_ctx(self.autocast):
+                if self.deferred:
+                    self._replay_deferred()
                 self._exec(self.program.split, len(self.program.instructions), False)
         except BaseException:
             if self.grad_stash is not None:
                 self.grad_stash.restore()
             self.reset()
             self.internal.clear()
+            self.deferred = []
             self.gx = self.gys = self.grad_stash = None
             raise
         self.grad_stash = None

@@ -48,6 +48,7 @@ import weakref
 import torch
 from torch import nn
 
+from .compile import Graph
 from .executor import Executor, _ScanFunction, compiled, module_params
 from .probe import measure_step
 
@@ -155,38 +156,50 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _describe_plan(p, T, memory, probe_s, what):
+def _deferred_steps(p, segments, defer) -> int:
+    """Steps whose forward with graph the first sweep defers to the start of the backward."""
+    if not defer:
+        return 0
+    prog = compiled(p, segments=segments)
+    return sum(ins.steps for ins in prog.instructions[:prog.split] if isinstance(ins, Graph))
+
+
+def _describe_plan(p, T, memory, probe_s, what, deferred=0):
     k = p.block
     how = (f"blocks of {k} steps (fused calls)" if k else "single steps")
     peak = p.predicted_peak_bytes
     info = {
         "strategy": p.strategy, "seq_len": T, "memory": memory, "block": k,
-        "forwards_per_step": p.forward_ops / T,
+        "forwards_per_step": (p.forward_ops + deferred) / T, "deferred_steps": deferred,
         "predicted_peak_bytes": peak,
         "predicted_seconds": p.predicted_cost if p.costs.hidden_bytes is not None else None,
         "probe_seconds": probe_s, "plan": p,
     }
     info["summary"] = (
-        f"{what}: T={T}: {p.strategy} on {how}, {p.forward_ops / T:.2f} forwards per step"
+        f"{what}: T={T}: {p.strategy} on {how}, {(p.forward_ops + deferred) / T:.2f} forwards "
+        "per step"
+        + (f" ({deferred} rebuilt when backward starts, so that only hidden states are held "
+           "in between)" if deferred else "")
         + (f", predicted peak {_fmt_bytes(peak)}" if peak is not None else "")
         + f" for memory={memory!r} (stored states + working set; the outputs are the caller's)"
         + (f"; probed in {probe_s:.1f} s" if probe_s else ""))
     return info
 
 
-def _make_plan(twin, state0, inputs, T, memory, strategy, block, costs, repeats, what):
+def _make_plan(twin, state0, inputs, T, memory, strategy, block, costs, repeats, what,
+               segments, defer):
     from .. import plan as make_plan
 
     t0 = time.perf_counter()
     if T < 3:  # too short to probe or to save anything: keep every step's graph
         p = make_plan("full", T, alpha=1)
-        return p, _describe_plan(p, T, memory, 0.0, what)
+        return p, _describe_plan(p, T, memory, 0.0, what, _deferred_steps(p, False, defer))
     probe_s = 0.0
     if costs is None:
         costs = measure_step(twin, state0, inputs, repeats=repeats).costs
         probe_s = time.perf_counter() - t0
     p = make_plan(strategy, T, memory=memory, costs=costs, block=block)
-    info = _describe_plan(p, T, memory, probe_s, what)
+    info = _describe_plan(p, T, memory, probe_s, what, _deferred_steps(p, segments, defer))
     info["costs"] = costs
     log.info("%s", info["summary"])
     return p, info
@@ -225,7 +238,7 @@ class WrappedRNN(nn.Module):
     optimizer stay the user's); ``.info`` describes the plan of the last call."""
 
     def __init__(self, rnn, memory, *, strategy: str = DEFAULT_STRATEGY, block="default",
-                 costs=None, repeats: int = 3, chunk: int = 64):
+                 costs=None, repeats: int = 3, chunk: int = 64, defer: bool = True):
         super().__init__()
         if not isinstance(rnn, _RNN_TYPES):
             raise ValueError(
@@ -245,7 +258,7 @@ class WrappedRNN(nn.Module):
             raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
         self.rnn = rnn
         self.memory, self.strategy, self.block = memory, strategy, block
-        self.repeats, self.chunk = repeats, chunk
+        self.repeats, self.chunk, self.defer = repeats, chunk, bool(defer)
         self._costs = costs
         self._step = _RNNOutputStep(rnn, chunk)
         self._plans: dict = {}
@@ -326,17 +339,19 @@ class WrappedRNN(nn.Module):
             state0 = hx
         step = self._step
         key = (T, B, input.dtype, input.device, step.deterministic, self.memory,
-               self.strategy, self.block)
+               self.strategy, self.block, self.defer)
         hit = self._plans.get(key)
         if hit is None:
             twin = _DotLossTwin(step, single=True, chunk=self.chunk)
             w = _probe_weights(torch.empty(B, P, dtype=input.dtype, device=input.device), T)
             s0 = tuple(t.detach() for t in state0) if self._lstm else state0.detach()
             hit = _make_plan(twin, s0, (x.detach(), w), T, self.memory, self.strategy,
-                             self.block, self._costs, self.repeats, "membptt.wrap")
+                             self.block, self._costs, self.repeats, "membptt.wrap",
+                             None if step.deterministic else False, self.defer)
             self._plans[key] = hit
         plan, self.info = hit
         ex = Executor(step, state0, x, seq_len=T, outputs=True)
+        ex.defer = self.defer
         if r.batch_first and not unbatched:
             ex.ys_out = torch.empty(B, T, P, dtype=input.dtype, device=input.device)
             ex.ys = ex.ys_out.transpose(0, 1)
@@ -359,7 +374,7 @@ class WrappedRNN(nn.Module):
 
 
 def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, block="default", costs=None,
-         repeats: int = 3, chunk: int = 64) -> WrappedRNN:
+         repeats: int = 3, chunk: int = 64, defer: bool = True) -> WrappedRNN:
     """``rnn`` (an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``) as a module with the same call and
     outputs whose backward runs a membptt plan within ``memory``.
 
@@ -374,6 +389,11 @@ def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, block="default", cost
             fused blocks, length chosen by the planner); costs: a ``CostModel`` to plan on
             instead of probing (it must be probed with the same batch, dtype and device);
             repeats: the probe's timing repeats; chunk: steps per fused graph-free call.
+        defer: the forward keeps no graph at all: the forwards with graph that the plan's
+            first sweep would store (e.g. MSM's last segment) run graph-free and are rebuilt
+            when the backward starts, so that only hidden-state checkpoints are held while the
+            caller's head runs (its peak and the recurrence's then do not add); costs those
+            steps one more forward (``info["deferred_steps"]``). ``False``: keep them.
 
     Refused: bidirectional modules (no forward sweep from 1 to T: the message says what to do
     instead), PackedSequence inputs. With inter-layer dropout in training mode the module runs
@@ -381,7 +401,7 @@ def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, block="default", cost
     whole-sequence call would draw).
     """
     return WrappedRNN(rnn, memory, strategy=strategy, block=block, costs=costs,
-                      repeats=repeats, chunk=chunk)
+                      repeats=repeats, chunk=chunk, defer=defer)
 
 
 # -- membptt.scan ----------------------------------------------------------------------------------
@@ -402,7 +422,8 @@ def _signature(tensors):
 
 
 def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_STRATEGY,
-         block="default", costs=None, repeats: int = 3, info: dict | None = None):
+         block="default", costs=None, repeats: int = 3, defer: bool = True,
+         info: dict | None = None):
     """``(ys, h_T)`` of ``step`` over ``xs``, with a backward that runs a membptt plan.
 
     ``step(state, x_t) -> (state, y_t)``: ``state`` as for :func:`membptt.bptt` (a tensor or a
@@ -417,7 +438,7 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
     ``memory`` (or a ready ``plan`` for ``len(xs)`` steps) as for :func:`membptt.plan`; it
     bounds stored states plus the working set, not ``ys`` (the caller's). The first call per
     step object and input signature probes the step and plans (``strategy``, ``block``,
-    ``costs``, ``repeats`` as :func:`wrap`); ``info``, a dict, receives what was picked. Under
+    ``costs``, ``repeats``, ``defer`` as :func:`wrap`); ``info``, a dict, receives what was picked. Under
     ``no_grad`` every step runs graph-free.
     """
     if plan is None:
@@ -429,6 +450,7 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
         seq_len = plan_ops(plan)[1]
     # one step call per step: a step's own advance/segment follow bptt's loss protocol
     ex = Executor(step, state0, xs, seq_len=seq_len, fused=False, segments=False, outputs=True)
+    ex.defer = bool(defer)
     T = ex.T
     if not torch.is_grad_enabled():
         ex.eval_forward()
@@ -436,7 +458,7 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
     if plan is None:
         cache = _plan_cache(step)
         key = (_signature(ex.state0), _signature(ex.inputs), ex.deterministic, memory,
-               strategy, block)
+               strategy, block, ex.defer)
         hit = cache.get(key)
         if hit is None:
             with torch.no_grad(), torch.random.fork_rng(devices=ex.cuda_devices):
@@ -448,12 +470,13 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
             s0 = ex.user(tuple(t.detach() for t in ex.state0))
             ins = tuple(t.detach() for t in ex.inputs) + (_probe_weights(y1, T),)
             hit = _make_plan(twin, s0, ins, T, memory, strategy, block, costs, repeats,
-                             "membptt.scan")
+                             "membptt.scan", False, ex.defer)
             cache[key] = hit
         plan, found = hit
     else:
         found = {"strategy": getattr(plan, "strategy", None), "seq_len": T, "plan": plan,
-                 "block": getattr(plan, "block", None), "summary": "membptt.scan: given plan"}
+                 "block": getattr(plan, "block", None), "summary": "membptt.scan: given plan",
+                 "deferred_steps": _deferred_steps(plan, False, ex.defer)}
     if info is not None:
         info.clear()
         info.update(found)
