@@ -80,7 +80,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--ks", default="8,16,32")
     ap.add_argument("--below", default="0.5,0.25", help="fractions of the smallest "
-                    "checkpoint's membptt part to run wrap at")
+                    "checkpoint's recurrence memory to run wrap at")
+    ap.add_argument("--probe-repeats", type=int, default=5,
+                    help="timing repeats of wrap's probe (the planner's costs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -136,7 +138,7 @@ def main(argv=None) -> None:
     for f in (float(v) for v in args.below.split(",") if v):
         budgets[f"wrap {f:g}x<ckpt"] = int(f * smallest)
     for name, b in list(budgets.items()):
-        w = membptt.wrap(lstm, memory=f"{b}B", costs=costs)
+        w = membptt.wrap(lstm, memory=f"{b}B", costs=costs, repeats=args.probe_repeats)
         t0 = time.perf_counter()
         try:
             head(w(x)[0], labels).backward()  # probes once (costs reused after), plans

@@ -64,9 +64,16 @@ such a step).
 
 Autocast state at the call is re-entered for recomputation.
 
+Outputs mode (``Executor(..., outputs=True)``, used by :func:`membptt.wrap` and
+:func:`membptt.scan`): the step returns ``(state, y_t)``; the first sweep writes every ``y_t``
+into ``ys`` and each backward call sends the records' slices of ``dL/dys`` into their outputs
+(the loss of step ``t`` is ``<y_t, dL/dy_t>``); see :mod:`membptt.execution.wrap`.
+
 Limitations: gradients flow via ``loss.backward()`` (or ``torch.autograd.backward``);
 ``torch.autograd.grad(loss, params)`` does not see the parameters (they are closed over by the
-step, exactly as with reentrant checkpointing). No double backward; backward runs once.
+step, exactly as with reentrant checkpointing); for an ``nn.Module`` step it is refused with a
+message saying what to do. No double backward; backward runs once. A backward that raises
+midway puts the parameters' ``.grad`` back as it was.
 """
 
 from __future__ import annotations
@@ -478,6 +485,21 @@ class Executor:
             self.stats.step_calls += b - a + 1
         return h
 
+    # public names of the checks and slices (the probe uses them)
+    def check(self, where, out, loss):
+        """A step call's ``(state, loss)``: the loss a 0-dim tensor, the state like
+        ``state0``; returns the state as a flat tuple (ValueError naming ``where``)."""
+        return self._check(where, out, loss)
+
+    def check_state(self, where, out):
+        """A state like ``state0`` (structure, shapes, dtypes, devices) as a flat tuple."""
+        return self._check_state(where, out)
+
+    def inputs_of(self, a: int, b: int):
+        """The inputs of steps ``a..b`` (time on dim 0), as ``step.advance``/``segment`` get
+        them."""
+        return self._xs(a, b)
+
     def _as_flat(self, out):
         if self.single:
             return (out,)
@@ -502,6 +524,13 @@ class Executor:
 
     def _snap(self):
         return rng_snapshot(self.cuda_devices) if self.preserve else None
+
+    def input_grads(self, on: bool) -> None:
+        """Collect input gradients outside a backward phase (the probe's measurements): with
+        ``on``, the input leaves' gradients land in zero buffers (``ex.gx``) as in a
+        backward; off, they are dropped."""
+        self.gx = ([torch.zeros_like(t) if g else None for t, g in zip(self.inputs, self.x_grad)]
+                   if on and self.any_x_grad else None)
 
     def _xs(self, a, b):
         if self.single_input:

@@ -155,8 +155,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         params = _params_of([rec.loss] + [t for t in rec.out])
         one = torch.ones_like(rec.loss)
         del rec
-        if ex.any_x_grad:
-            ex.gx = [torch.zeros_like(t) if g else None for t, g in zip(ex.inputs, ex.x_grad)]
+        ex.input_grads(True)
         stash = [p.grad for p in params]
         for p in params:
             p.grad = None
@@ -192,7 +191,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             seg = _segments(ex, h1, lengths, repeats, sizes, times, extra)
     finally:
         ex.reset()
-        ex.gx = None
+        ex.input_grads(False)
         for p, g in zip(params, stash):
             p.grad = g
         rng_restore(rng, ex.cuda_devices)
@@ -304,7 +303,7 @@ def _protocol_check(ex, rng):
         ref, ref_loss, h = [], None, h0
         for i in range(1, n + 1):
             out, loss = ex.step(ex.user(h), ex.xsteps[i - 1])
-            h = ex._check_state(f"step {i}", out)
+            h = ex.check_state(f"step {i}", out)
             _check_finite(i, n, h, loss)
             ref_loss = loss if ref_loss is None else ref_loss + loss
             ref.append(h)
@@ -316,7 +315,7 @@ def _protocol_check(ex, rng):
         out2, l2 = ex.step(ex.user(h0), ex.xsteps[0])
         try:
             _compare("a second call of `step` from the same state and default-generator RNG "
-                     "state", ex._check_state("step 1", out2), ex._check_state("step 1", out1),
+                     "state", ex.check_state("step 1", out2), ex.check_state("step 1", out1),
                      l2, l1)
         except ProtocolError as e:
             after = _kept_tensors(ex.step)
@@ -337,8 +336,8 @@ def _protocol_check(ex, rng):
                 "recomputation could not replay it and gradients would be wrong") from None
         if ex.fused:
             for need_loss in (True, False):
-                out, loss = ex.step.advance(ex.user(h0), ex._xs(1, n), need_loss)
-                got = ex._check_state(f"steps 1..{n} (step.advance)", out)
+                out, loss = ex.step.advance(ex.user(h0), ex.inputs_of(1, n), need_loss)
+                got = ex.check_state(f"steps 1..{n} (step.advance)", out)
                 _compare(f"step.advance over steps 1..{n} (need_loss={need_loss})", got,
                          ref[-1], loss if need_loss else None, ref_loss)
                 if not need_loss and loss is not None:
@@ -346,8 +345,8 @@ def _protocol_check(ex, rng):
                                         f"its loss, got {type(loss).__name__}")
     if ex.segments and n >= 2:
         with torch.enable_grad():
-            out, loss = ex.step.segment(ex.user(h0), ex._xs(1, n))
-        got = ex._check(f"steps 1..{n} (step.segment)", out, loss)
+            out, loss = ex.step.segment(ex.user(h0), ex.inputs_of(1, n))
+        got = ex.check(f"steps 1..{n} (step.segment)", out, loss)
         _compare(f"step.segment over steps 1..{n}", got, ref[-1], loss, ref_loss)
 
 

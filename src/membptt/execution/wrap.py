@@ -21,7 +21,9 @@ fused when the step can, storing the plan's checkpoints and, at the end, its sto
 states); it writes every ``y_t`` into the output tensor and keeps no graph over the sequence.
 The backward executes the rest of the plan, each record's outputs receiving their slice of
 ``dL/dys`` (:class:`~membptt.execution.executor.Executor` in outputs mode). No extra forward is
-run: the first sweep *is* the forward.
+run: the first sweep *is* the forward. With ``defer=True`` (default) the graph forwards the first
+sweep would store run graph-free too and are rebuilt when the backward starts: between forward
+and backward, while the caller's head runs, only hidden-state checkpoints are held.
 
 Planning. The first call for an input signature (length, batch, dtype, device, training mode)
 probes the step (:func:`membptt.probe` on a twin whose loss is ``<y_t, w_t>`` for a fixed
@@ -42,12 +44,12 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import warnings
 import weakref
 
 import torch
 from torch import nn
 
+from ..models.fusedcall import run_module
 from .compile import Graph
 from .executor import Executor, _ScanFunction, compiled, module_params
 from .probe import measure_step
@@ -75,35 +77,30 @@ class _RNNOutputStep:
         r = self.rnn
         return not (r.training and r.dropout > 0 and r.num_layers > 1)
 
-    def _rnn(self, x, h):
-        with warnings.catch_warnings():
-            # weights that are not one contiguous chunk on CUDA: cuDNN copies them and warns
-            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            if self.bf:
-                out, h = self.rnn(x.transpose(0, 1), h)
-                return out.transpose(0, 1), h
-            return self.rnn(x, h)
+    def _outputs(self, x, h, chunk=None):
+        outs = []
+        h = run_module(self.rnn, x, h, chunk=chunk, each=lambda s, o: outs.append(o))
+        return outs, h
 
     def __call__(self, state, x_t):
-        out, h = self._rnn(x_t.unsqueeze(0), state)
-        return h, out[0]
+        outs, h = self._outputs(x_t.unsqueeze(0), state)
+        return h, outs[0][0]
 
     def advance(self, state, xs, out=None):
         """``out``: the tensor to write the outputs into (the first sweep), or None/False
         (recomputation: the executor's graph-free runs pass ``need_loss=False``)."""
-        h = state
         keep = isinstance(out, torch.Tensor)
+
+        def write(s, o):
+            out[s:s + o.shape[0]].copy_(o)
+
         with torch.no_grad():
-            for s in range(0, xs.shape[0], self.chunk):
-                o, h = self._rnn(xs[s:s + self.chunk], h)
-                if keep:
-                    out[s:s + o.shape[0]].copy_(o)
-                del o
+            h = run_module(self.rnn, xs, state, chunk=self.chunk, each=write if keep else None)
         return h, None
 
     def segment(self, state, xs):
-        out, h = self._rnn(xs, state)
-        return h, out
+        outs, h = self._outputs(xs, state)
+        return h, outs[0]
 
 
 class _DotLossTwin:

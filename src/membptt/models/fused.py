@@ -46,11 +46,11 @@ use :func:`membptt.wrap` on the module instead.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fusedcall import run_module
 
 __all__ = ["FusedRNNStep"]
 
@@ -169,30 +169,23 @@ class FusedRNNStep(nn.Module):
         return x, y, extras
 
     def _call(self, state, xs, need_loss, chunk, steps=True):
-        rnn = self.rnn
-        bf = rnn.batch_first
         if not steps:
             xs = tuple(t.unsqueeze(0) for t in xs)
         x, y, extras = xs[0], xs[1], xs[2:]
         h = tuple(state) if self.lstm else state
-        total = None
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            for s in range(0, x.shape[0], chunk):
-                xc = x[s:s + chunk]
-                out, h = rnn(xc.transpose(0, 1) if bf else xc, h)
-                if bf:
-                    out = out.transpose(0, 1)
-                if need_loss:
-                    logits = self.head(out)
-                    yc = y[s:s + chunk]
-                    loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]),
-                                        yc.reshape(-1, *yc.shape[2:]),
-                                        *[e[s:s + chunk].reshape(-1, *e.shape[2:])
-                                          for e in extras])
-                    total = loss if total is None else total + loss
-                del out
-        return h, total
+        acc = [None]
+
+        def loss_of(s, out):
+            logits = self.head(out)
+            e = s + out.shape[0]
+            yc = y[s:e]
+            loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]),
+                                yc.reshape(-1, *yc.shape[2:]),
+                                *[t[s:e].reshape(-1, *t.shape[2:]) for t in extras])
+            acc[0] = loss if acc[0] is None else acc[0] + loss
+
+        h = run_module(self.rnn, x, h, chunk=chunk, each=loss_of if need_loss else None)
+        return h, acc[0]
 
     def forward(self, state, x_t):
         """One time step: the module on a length-1 sequence, the head and the loss."""
