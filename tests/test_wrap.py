@@ -372,3 +372,38 @@ def test_scan_output_must_keep_its_shape():
     with pytest.raises(ValueError, match=r"step 4: the output y_t changed: expected shape \(2,\)"):
         membptt.scan(step, torch.zeros(B, H, dtype=DT, requires_grad=True), x, plan=p)
 
+
+
+def test_wrap_with_dropout_replays_the_masks_of_a_stepped_module():
+    """Inter-layer dropout in training: wrap runs the module step by step with RNG replay; its
+    outputs and gradients equal the module called one step at a time from the same seed."""
+    rnn = nn.LSTM(D, H, num_layers=2, dropout=0.4).to(DT)
+    x = torch.randn(T, B, D, dtype=DT)
+    att = torch.randn(H, dtype=DT)
+    w = membptt.wrap(rnn, memory=8, repeats=1)
+    torch.manual_seed(11)
+    out, (h, c) = w(x)
+    loss = attention(out.transpose(0, 1), att) + (h ** 2).sum()
+    loss.backward()
+    got = [p.grad.clone() for p in rnn.parameters()]
+    assert w.info["block"] is None  # not deterministic: no fused blocks
+    rnn.zero_grad(set_to_none=True)
+    torch.manual_seed(11)
+    hc, outs = None, []
+    for t in range(T):
+        o, hc = rnn(x[t:t + 1], hc)
+        outs.append(o)
+    ref_out = torch.cat(outs)
+    (attention(ref_out.transpose(0, 1), att) + (hc[0] ** 2).sum()).backward()
+    assert float((out - ref_out).detach().abs().max()) <= 1e-12
+    assert max_rel_err(got, [p.grad for p in rnn.parameters()]) <= 1e-10
+
+
+def test_wrap_nn_rnn():
+    torch.manual_seed(12)
+    rnn = nn.RNN(D, H, num_layers=2, nonlinearity="relu", batch_first=True).to(DT)
+    x = torch.randn(B, T, D, dtype=DT)
+    att = torch.randn(H, dtype=DT)
+    ref = run(rnn, rnn, x.requires_grad_(), None, "mean", True, att, False)
+    got = run(membptt.wrap(rnn, memory=8, repeats=1), rnn, x, None, "mean", True, att, False)
+    assert max_rel_err(got[3], ref[3]) <= 1e-10
