@@ -235,7 +235,7 @@ class WrappedRNN(nn.Module):
     optimizer stay the user's); ``.info`` describes the plan of the last call."""
 
     def __init__(self, rnn, memory, *, strategy: str = DEFAULT_STRATEGY, block="default",
-                 costs=None, repeats: int = 3, chunk: int = 64, defer: bool = True):
+                 costs=None, repeats: int = 5, chunk: int = 64, defer: bool = True):
         super().__init__()
         if not isinstance(rnn, _RNN_TYPES):
             raise ValueError(
@@ -371,7 +371,7 @@ class WrappedRNN(nn.Module):
 
 
 def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, block="default", costs=None,
-         repeats: int = 3, chunk: int = 64, defer: bool = True) -> WrappedRNN:
+         repeats: int = 5, chunk: int = 64, defer: bool = True) -> WrappedRNN:
     """``rnn`` (an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``) as a module with the same call and
     outputs whose backward runs a membptt plan within ``memory``.
 
@@ -419,7 +419,7 @@ def _signature(tensors):
 
 
 def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_STRATEGY,
-         block="default", costs=None, repeats: int = 3, defer: bool = True,
+         block="default", costs=None, repeats: int = 5, defer: bool = True,
          info: dict | None = None):
     """``(ys, h_T)`` of ``step`` over ``xs``, with a backward that runs a membptt plan.
 
