@@ -141,10 +141,11 @@ def test_wrap_defer_holds_only_hidden_states_between_forward_and_backward():
     rnn = nn.LSTM(D, H).to(DT)
     x = torch.randn(Tl, B, D, dtype=DT)
     state = 2 * B * H * 8  # (h, c)
-    held, grads = {}, {}
-    for defer in (True, False):
-        w = membptt.wrap(rnn, memory=30, block=None, repeats=1, defer=defer)
+    held, grads, checkpoints, costs = {}, {}, {}, None
+    for defer in (True, False):  # (one probe: the same plan both ways)
+        w = membptt.wrap(rnn, memory=30, block=None, repeats=1, defer=defer, costs=costs)
         w(x)[0].sum().backward()  # plan once
+        costs = w.info["costs"]
         rnn.zero_grad(set_to_none=True)
         with LiveBytesTracker() as tr:
             out, (h, c) = w(x)
@@ -153,9 +154,10 @@ def test_wrap_defer_holds_only_hidden_states_between_forward_and_backward():
             del out, h, c
         grads[defer] = [p.grad.clone() for p in rnn.parameters()]
         prog = compiled(w.info["plan"])
-        checkpoints = sum(1 for ins in prog.instructions[:prog.split]
-                          if isinstance(ins, Run) and ins.store)
-    assert held[True] <= (checkpoints + 1) * state  # (+1: the deferred group's input)
+        checkpoints[defer] = sum(1 for ins in prog.instructions[:prog.split]
+                                 if isinstance(ins, Run) and ins.store)
+    assert checkpoints[True] == checkpoints[False]
+    assert held[True] <= (checkpoints[True] + 1) * state  # (+1: the deferred group's input)
     assert held[False] > held[True] + 4 * state
     assert max_rel_err(grads[True], grads[False]) <= 1e-12
 
