@@ -37,7 +37,7 @@ from .planning import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"bptt": "execution", "probe": "execution", "models": None}
+_LAZY = {"bptt": "execution", "probe": "execution", "models": None, "wrap": "execution", "scan": "execution"}
 
 
 def __getattr__(name):  # torch-dependent parts load on first use
@@ -58,5 +58,5 @@ __all__ = [
     "STRATEGIES", "UNIT_COSTS", "Backward", "BlockPlan", "BudgetTooSmall", "ChainPlan", "CostModel",
     "Drop",
     "Forward", "MinimumBudget", "Plan", "PlanError", "PlanTooLarge", "SegmentCosts", "SimResult",
-    "bptt", "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models",
+    "bptt", "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models", "wrap", "scan",
 ]

@@ -64,14 +64,23 @@ such a step).
 
 Autocast state at the call is re-entered for recomputation.
 
+Outputs mode (``Executor(..., outputs=True)``, used by :func:`membptt.wrap` and
+:func:`membptt.scan`): the step returns ``(state, y_t)``; the first sweep writes every ``y_t``
+into ``ys`` and each backward call sends the records' slices of ``dL/dys`` into their outputs
+(the loss of step ``t`` is ``<y_t, dL/dy_t>``); see :mod:`membptt.execution.wrap`.
+
 Limitations: gradients flow via ``loss.backward()`` (or ``torch.autograd.backward``);
 ``torch.autograd.grad(loss, params)`` does not see the parameters (they are closed over by the
-step, exactly as with reentrant checkpointing). No double backward; backward runs once.
+step, exactly as with reentrant checkpointing); for an ``nn.Module`` step it is refused with a
+message saying what to do. No double backward; backward runs once. A backward that raises
+midway puts the parameters' ``.grad`` back as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -91,7 +100,10 @@ class ExecStats:
     ``segment_steps`` steps run with graph by ``step.segment`` (in ``segment_calls`` calls).
     ``step_calls + fused_steps + segment_steps == plan.forward_ops`` always; ``graph_steps ==
     plan.graph_forwards``; ``backward_steps == plan.seq_len``; ``backward_calls`` counts the
-    ``torch.autograd.backward`` calls (one per chain of linked steps).
+    ``torch.autograd.backward`` calls (one per chain of linked steps). ``deferred_steps``: steps
+    whose forward with graph was deferred from the first sweep to the start of the backward
+    (outputs mode with ``defer``; each adds one forward: ``forward_steps == plan.forward_ops +
+    deferred_steps``).
     """
 
     step_calls: int = 0
@@ -102,6 +114,7 @@ class ExecStats:
     segment_steps: int = 0
     backward_steps: int = 0
     backward_calls: int = 0
+    deferred_steps: int = 0
     fused: bool = False
     segments: bool = False
     preserve_rng: bool = False
@@ -131,9 +144,41 @@ class Record:
     snap: object = None
 
 
-# -- plan compilation (cached per plan object) ---------------------------------------------------
+# -- plan compilation (cached per plan object, bounded by bytes) ----------------------------------
 
-_COMPILED: dict = {}
+#: the most bytes the compiled-program cache holds (programs and the op tuples they keep alive,
+#: estimated with ``sys.getsizeof``); least recently used programs are evicted first, and a
+#: program larger than this is compiled but not kept
+COMPILED_CACHE_BYTES = 64 * 2**20
+
+_COMPILED: OrderedDict = OrderedDict()  # key -> (ops, program, bytes)
+_COMPILED_BYTES = [0]
+
+
+def _program_bytes(ops, prog: Program) -> int:
+    """Estimated bytes of a cache entry: the instruction and op objects (with their ``Read``s)
+    and the two tuples. O(len) once per compile, as the compile itself."""
+    n = sys.getsizeof(prog.instructions) + sys.getsizeof(ops) + sys.getsizeof(prog)
+    for ins in prog.instructions:
+        n += sys.getsizeof(ins)
+        read = getattr(ins, "read", None)
+        if read is not None:
+            n += sys.getsizeof(read)
+    for op in ops:
+        n += sys.getsizeof(op)
+    return n
+
+
+def compiled_cache_info() -> dict:
+    """``{"entries", "bytes", "limit"}`` of the compiled-program cache."""
+    return {"entries": len(_COMPILED), "bytes": _COMPILED_BYTES[0],
+            "limit": COMPILED_CACHE_BYTES}
+
+
+def _cache_drop(key):
+    entry = _COMPILED.pop(key, None)
+    if entry is not None:
+        _COMPILED_BYTES[0] -= entry[2]
 
 
 def compiled(plan, *, segments: bool | None = None) -> Program:
@@ -141,29 +186,38 @@ def compiled(plan, *, segments: bool | None = None) -> Program:
 
     ``segments=None``: fused segments exactly when the plan was planned on fused blocks
     (``plan.segment_ends``); True/False forces them on/off (whether the step can run them is
-    checked by the executor). Cached per plan object.
+    checked by the executor). Cached per plan object, least recently used first out, within
+    :data:`COMPILED_CACHE_BYTES`.
     """
     ops, T, breaks = plan_ops(plan)
     seg = breaks is not None if segments is None else bool(segments)
     key = (id(ops), T, seg)
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] is ops:
+        _COMPILED.move_to_end(key)
         return hit[1]
     prog = compile_plan(ops, T, segments=seg, breaks=breaks)
-    if len(_COMPILED) > 64:
-        _COMPILED.clear()
-    _COMPILED[key] = (ops, prog)
+    _cache_drop(key)  # (a dead ops tuple whose id was reused)
+    size = _program_bytes(ops, prog)
+    limit = COMPILED_CACHE_BYTES
+    if size <= limit:
+        while _COMPILED and _COMPILED_BYTES[0] + size > limit:
+            _cache_drop(next(iter(_COMPILED)))
+        _COMPILED[key] = (ops, prog, size)
+        _COMPILED_BYTES[0] += size
     return prog
 
 
 # -- RNG / autocast ----------------------------------------------------------------------------
 
-def _rng_snapshot(cuda_devices):
+def rng_snapshot(cuda_devices):
+    """The default generators' states: the CPU one and those of ``cuda_devices``."""
     return (torch.get_rng_state(),
             [torch.cuda.get_rng_state(d) for d in cuda_devices])
 
 
-def _rng_restore(snap, cuda_devices):
+def rng_restore(snap, cuda_devices):
+    """Put back a :func:`rng_snapshot`."""
     torch.set_rng_state(snap[0])
     for d, s in zip(cuda_devices, snap[1]):
         torch.cuda.set_rng_state(s, d)
@@ -278,8 +332,22 @@ class Executor:
 
     def __init__(self, step, state0, inputs, *, seq_len: int | None = None, fused: bool = True,
                  segments: bool = True, preserve_rng_state: bool = True,
-                 stats: ExecStats | None = None):
+                 stats: ExecStats | None = None, outputs: bool = False):
         self.step = step
+        # outputs mode (membptt.scan / membptt.wrap): the step returns (state, y_t) instead of
+        # (state, loss_t); the first sweep writes y_t into ``ys`` (time-major, the caller's
+        # tensor) and a backward sends ``gys[t]`` (dL/dy_t) into each record's outputs
+        self.outputs = bool(outputs)
+        self.ys = None
+        self.ys_out = None
+        self.gys = None
+        # defer (outputs mode): the first sweep runs its graph forwards graph-free and the
+        # backward rebuilds them first, so that between forward and backward (while the
+        # caller's head runs) only hidden states are held
+        self.defer = False
+        self.deferred: list = []  # (h_in or None, RNG snapshot, [Graph, ...]) per group
+        self._pending = None  # the group being collected: [a, b, h_in, snap, [Graph, ...]]
+        self._dropped: set = set()
         self.structure = _Structure(state0)
         s0 = self.structure.leaves
         for k, t in enumerate(s0):
@@ -291,8 +359,13 @@ class Executor:
         for k, t in enumerate(xs):
             if t.dim() == 0 or (T is not None and t.shape[0] != T):
                 n = "a 0-dim tensor" if t.dim() == 0 else f"{t.shape[0]} time steps (dim 0)"
+                hint = ""
+                if t.dim() >= 2 and t.shape[1] == T:
+                    hint = (f"; its dim 1 has {T}: batch-first data? Time must be on dim 0 "
+                            "(x.transpose(0, 1); FusedRNNStep.inputs(...) does it for a "
+                            "batch_first module)")
                 raise ValueError(f"inputs{'' if single_in else f'[{k}]'} has {n}, but the plan "
-                                 f"is for seq_len={T}: expected {T} time steps")
+                                 f"is for seq_len={T}: expected {T} time steps{hint}")
         if len({t.shape[0] for t in xs}) != 1:
             raise ValueError("expected every input tensor to have the same length on dim 0 "
                              f"(time), got {[t.shape[0] for t in xs]}")
@@ -331,6 +404,7 @@ class Executor:
         self.gloss = None
         self.gx = None
         self.final = None
+        self.grad_stash = None
 
     # -- helpers
     def start(self) -> tuple:
@@ -374,6 +448,58 @@ class Executor:
                     f"state0), got {got}; the state must keep its shapes, dtypes and devices")
         return out
 
+    def _check_out(self, where, out, y, a, b):
+        """Outputs mode: validate ``y`` (the outputs of steps ``a..b``: ``y_a`` when ``a == b``,
+        else stacked on dim 0), write it into ``ys`` (allocated at the first output); returns
+        the state as a flat tuple."""
+        if not isinstance(y, torch.Tensor):
+            raise ValueError(f"{where}: expected the step to return (state, y_t) with y_t a "
+                             f"tensor, got {type(y).__name__} as y_t")
+        if self.ys is None:
+            shape = y.shape if a == b else y.shape[1:]
+            self.ys = y.new_empty((self.T, *shape))
+        dst = self.ys[a - 1] if a == b else self.ys[a - 1:b]
+        if y.shape != dst.shape or y.dtype != dst.dtype or y.device != dst.device:
+            want = ("" if a == b else f"({b - a + 1}, ...) stacked: ") + _describe(dst)
+            raise ValueError(f"{where}: the output y_t changed: expected {want} (as the "
+                             f"outputs before), got {_describe(y)}; every step's output must "
+                             "keep its shape, dtype and device")
+        dst.copy_(y)
+        return self._check_state(where, out)
+
+    def run_outputs(self, h, a: int, b: int):
+        """Outputs mode: graph-free forwards of steps ``a..b`` from ``h = h_{a-1}`` writing each
+        ``y_t`` into ``ys[t-1]``; fused as one ``step.advance(state, xs, out)`` call (``out`` the
+        view ``ys[a-1:b]`` to fill) when able. Returns ``h_b``."""
+        step = self.step
+        with torch.no_grad():
+            if self.fused and self.ys is not None:
+                out, _ = step.advance(self.user(h), self._xs(a, b), self.ys[a - 1:b])
+                self.stats.fused_runs += 1
+                self.stats.fused_steps += b - a + 1
+                return self._check_state(f"steps {a}..{b} (step.advance)", out)
+            xsteps = self.xsteps
+            for i in range(a, b + 1):
+                out, y = step(self.user(h), xsteps[i - 1])
+                h = self._check_out(f"step {i}", out, y, i, i)
+            self.stats.step_calls += b - a + 1
+        return h
+
+    # public names of the checks and slices (the probe uses them)
+    def check(self, where, out, loss):
+        """A step call's ``(state, loss)``: the loss a 0-dim tensor, the state like
+        ``state0``; returns the state as a flat tuple (ValueError naming ``where``)."""
+        return self._check(where, out, loss)
+
+    def check_state(self, where, out):
+        """A state like ``state0`` (structure, shapes, dtypes, devices) as a flat tuple."""
+        return self._check_state(where, out)
+
+    def inputs_of(self, a: int, b: int):
+        """The inputs of steps ``a..b`` (time on dim 0), as ``step.advance``/``segment`` get
+        them."""
+        return self._xs(a, b)
+
     def _as_flat(self, out):
         if self.single:
             return (out,)
@@ -393,11 +519,18 @@ class Executor:
         else:
             h, snap = self.state0, self.rng0
         if snap is not None:
-            _rng_restore(snap, self.cuda_devices)
+            rng_restore(snap, self.cuda_devices)
         return h
 
     def _snap(self):
-        return _rng_snapshot(self.cuda_devices) if self.preserve else None
+        return rng_snapshot(self.cuda_devices) if self.preserve else None
+
+    def input_grads(self, on: bool) -> None:
+        """Collect input gradients outside a backward phase (the probe's measurements): with
+        ``on``, the input leaves' gradients land in zero buffers (``ex.gx``) as in a
+        backward; off, they are dropped."""
+        self.gx = ([torch.zeros_like(t) if g else None for t, g in zip(self.inputs, self.x_grad)]
+                   if on and self.any_x_grad else None)
 
     def _xs(self, a, b):
         if self.single_input:
@@ -489,8 +622,9 @@ class Executor:
             else:
                 out, loss = self.step(self.user(h), x)
         if check:
-            out = self._check(f"steps {a}..{b} (step.segment)" if seg else f"step {a}",
-                              out, loss)
+            where = f"steps {a}..{b} (step.segment)" if seg else f"step {a}"
+            out = (self._check_out(where, out, loss, a, b) if self.outputs
+                   else self._check(where, out, loss))
         else:
             out = self._as_flat(out)
         stats = self.stats
@@ -511,13 +645,22 @@ class Executor:
         output state (None: zero) and ``gloss`` the gradient of every loss (default: 1).
         Returns the gradient of the oldest record's input state (a flat tuple; None where it
         needs none). The records' graphs are freed as autograd passes them."""
-        if gloss is None:
-            gloss = torch.ones((), dtype=records[0].loss.dtype, device=records[0].loss.device)
         tensors, grads = [], []
-        for rec in records:
-            if rec.loss.requires_grad:
-                tensors.append(rec.loss)
-                grads.append(gloss)
+        if self.outputs:  # each record's outputs get their slice of dL/dys (none: unused)
+            gys = self.gys
+            if gys is not None:
+                for rec in records:
+                    if rec.loss.requires_grad:
+                        tensors.append(rec.loss)
+                        grads.append(gys[rec.a - 1] if rec.a == rec.b else gys[rec.a - 1:rec.b])
+        else:
+            if gloss is None:
+                gloss = torch.ones((), dtype=records[0].loss.dtype,
+                                   device=records[0].loss.device)
+            for rec in records:
+                if rec.loss.requires_grad:
+                    tensors.append(rec.loss)
+                    grads.append(gloss)
         if dh is not None:
             for o, d in zip(records[0].out, dh):
                 if d is not None and o.requires_grad:
@@ -538,19 +681,70 @@ class Executor:
 
     # -- executing a program
     def _run(self, ins: Run, first: bool):
-        h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first, check=first,
-                           total=self.loss_sum)
-        if first:
-            self.loss_sum = loss
+        if first and self.outputs:
+            if self._pending is not None:
+                self._flush()
+            h = self.run_outputs(self._source(ins.read), ins.a, ins.b)
+        else:
+            h, loss = self.run(self._source(ins.read), ins.a, ins.b, need_loss=first,
+                               check=first, total=self.loss_sum)
+            if first:
+                self.loss_sum = loss
         if ins.store:
             self.hidden[ins.b] = (h, self._snap())
         self.cursor = h
 
+    def _defer(self, ins: Graph):
+        """First sweep, deferring: collect ``ins`` into the pending group of contiguous linked
+        graph forwards (run graph-free, outputs written, when the group ends)."""
+        p = self._pending
+        if p is not None and ins.linked and ins.a == p[1] + 1:
+            p[1] = ins.b
+            p[4].append(ins)
+            return
+        self._flush()
+        h = self._source(ins.read)
+        self._pending = [ins.a, ins.b, h, self._snap(), [ins]]
+
+    def _flush(self):
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        a, b, h, snap, group = p
+        self.cursor = self.run_outputs(h, a, b)
+        self.deferred.append((None if group[0].linked else h, snap, group))
+        self.stats.deferred_steps += b - a + 1
+
+    def _replay_deferred(self):
+        """Backward phase, first: rebuild the deferred graph forwards, in order, exactly as the
+        first sweep would have built them (same inputs, same RNG stream)."""
+        deferred, self.deferred = self.deferred, []
+        for hin, snap, group in deferred:
+            if snap is not None:
+                rng_restore(snap, self.cuda_devices)
+            for ins in group:
+                if ins.b in self._dropped:
+                    continue
+                link = self.internal[ins.a - 1] if ins.linked else None
+                rec = self.graph(hin, ins.a, ins.b, link=link)
+                if ins.core:
+                    self.core = rec
+                else:
+                    rec.snap = self._snap()
+                    self.internal[ins.b] = rec
+        self._dropped.clear()
+
+    def _free_internal(self, step):
+        if self.internal.pop(step, None) is None:  # a deferred record: never rebuild it
+            self._dropped.add(step)
+
     def _graph(self, ins: Graph, first: bool):
+        if first and self.defer:
+            return self._defer(ins)
         h = self._source(ins.read)  # (also restores the RNG state when restarting)
         link = self.internal[ins.a - 1] if ins.linked else None
         rec = self.graph(h, ins.a, ins.b, link=link, check=first)
-        if first:
+        if first and not self.outputs:
             ld = rec.loss.detach()
             self.loss_sum = ld if self.loss_sum is None else self.loss_sum + ld
         if ins.core:
@@ -573,6 +767,9 @@ class Executor:
             recs.append(rec)
             s = rec.a - 1
         dh, self.dh = self.dh, None
+        if self.grad_stash is None:  # the first chain: its graph names the step's parameters
+            self.grad_stash = _GradStash(_graph_params(
+                [r.loss for r in recs] + [t for r in recs[:1] for t in r.out]))
         self.dh = self.backward(recs, dh=dh, gloss=self.gloss)
 
     def _exec(self, lo, hi, first):
@@ -590,12 +787,14 @@ class Executor:
             elif ins.kind == "hidden":  # Free
                 del self.hidden[ins.step]
             else:
-                del self.internal[ins.step]
+                self._free_internal(ins.step)
 
     # -- phases
     def forward(self):
         self.rng0 = self._snap()
         self._exec(0, self.program.split, True)
+        if self._pending is not None:
+            self._flush()
         self.final = self.cursor
 
     def eval_forward(self):
@@ -604,7 +803,11 @@ class Executor:
         self._run(Run(Read(Src.H0, 0), 1, self.T), True)
         return self.loss_sum
 
-    def backward_phase(self, gloss, gfinal):
+    def backward_phase(self, gloss, gfinal, params=None):
+        """Execute the program's backward part. ``params``: the parameters the step uses
+        (None: found by walking the graph of the first chain backpropagated); if anything
+        raises midway, their ``.grad`` is restored to its value before this call (no partial
+        gradients are left behind) and the stored states are freed."""
         self.gloss = gloss
         if any(g is not None for g in gfinal):
             self.dh = tuple(gfinal)
@@ -613,16 +816,85 @@ class Executor:
                        for t, g in zip(self.inputs, self.x_grad)]
         self.cursor = None
         self.final = None
+        self.grad_stash = None if params is None else _GradStash(params)
         devices = self.cuda_devices
-        with torch.random.fork_rng(devices=devices, enabled=self.preserve), \
-                _autocast_ctx(self.autocast):
-            self._exec(self.program.split, len(self.program.instructions), False)
+        try:
+            with torch.random.fork_rng(devices=devices, enabled=self.preserve), \
+                    _autocast_ctx(self.autocast):
+                if self.deferred:
+                    self._replay_deferred()
+                self._exec(self.program.split, len(self.program.instructions), False)
+        except BaseException:
+            if self.grad_stash is not None:
+                self.grad_stash.restore()
+            self.reset()
+            self.internal.clear()
+            self.deferred = []
+            self.gx = self.gys = self.grad_stash = None
+            raise
+        self.grad_stash = None
         g0 = self.dh if self.state0_grad else None
         gx = self.gx
-        self.dh = self.gx = None
+        self.dh = self.gx = self.gys = None
         self.hidden.clear()
         self.internal.clear()
         return g0, gx
+
+
+def _graph_params(tensors, limit: int = 4096) -> list:
+    """Leaf tensors requiring grad reachable from ``tensors``' graphs within the first
+    ``limit`` autograd nodes, breadth first (a step's parameters sit a few nodes from its
+    outputs; the leaf copies of states and inputs the executor makes are found too,
+    harmlessly). Used only for steps that are not ``nn.Module``s."""
+    from collections import deque
+
+    seen, out = set(), []
+    queue = deque(t.grad_fn for t in tensors if t.grad_fn is not None)
+    while queue and len(seen) < limit:
+        fn = queue.popleft()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            out.append(var)
+        queue.extend(f for f, _ in fn.next_functions)
+    return out
+
+
+class _GradStash:
+    """The ``.grad`` of some tensors before a backward, to put back if it fails midway: a
+    gradient that was None is set back to None; an existing one is cloned (one parameter-
+    gradient's worth of memory, held while the backward runs) and copied back in place."""
+
+    __slots__ = ("saved",)
+
+    def __init__(self, tensors):
+        seen, saved = set(), []
+        for t in tensors:
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            g = t.grad
+            saved.append((t, g, None if g is None else g.detach().clone()))
+        self.saved = saved
+
+    def restore(self):
+        for t, g, copy in self.saved:
+            if copy is None:
+                t.grad = None
+            elif t.grad is g and g.shape == copy.shape:
+                with torch.no_grad():
+                    g.copy_(copy)
+            else:
+                t.grad = copy
+
+
+_GRAD_ONLY = (
+    "membptt: torch.autograd.grad(...) (or backward(inputs=...)) cannot run a membptt backward: "
+    "the plan's recomputation accumulates the step's parameter gradients into .grad, as "
+    "reentrant torch.utils.checkpoint does (a documented limitation, docs/executor.md, "
+    "'Limitations'). Call loss.backward() (after optimizer.zero_grad()) and read p.grad")
 
 
 class _XGradSink:
@@ -641,30 +913,74 @@ class _XGradSink:
 
 
 class _BPTTFunction(torch.autograd.Function):
+    """``apply(ex, params, dummy, *state0, *inputs, *params)``: the parameters are inputs only
+    so that ``torch.autograd.grad(loss, params)`` reaches this backward and gets a message
+    that says what to do (their gradients are accumulated, never returned)."""
+
     @staticmethod
-    def forward(ctx, ex, dummy, *tensors):
+    def forward(ctx, ex, params, dummy, *tensors):
         ctx.set_materialize_grads(False)
         ex.forward()
         ctx.ex = ex
+        ctx.params = params
         ctx.n_state = len(ex.state0)
         out = (ex.loss_sum,) + tuple(t.detach() for t in ex.final)
         return out
 
     @staticmethod
     def backward(ctx, gloss, *gfinal):
-        ex = ctx.ex
-        if ex is None:
-            raise RuntimeError("membptt.bptt: backward ran twice through the same call (the "
-                               "plan's states are consumed by the first backward)")
-        if torch.is_grad_enabled():
-            raise RuntimeError("membptt.bptt does not support create_graph=True "
-                               "(higher-order gradients)")
-        ctx.ex = None
-        g0, gx = ex.backward_phase(gloss, gfinal)
-        n = ctx.n_state
-        g0 = list(g0) if g0 is not None else [None] * n
-        gx = list(gx) if gx is not None else [None] * len(ex.inputs)
-        return (None, None, *g0, *gx)
+        ex = _backward_checks(ctx, "membptt.bptt")
+        g0, gx = ex.backward_phase(gloss, gfinal, ctx.params)
+        return _input_grads(ctx, ex, g0, gx)
+
+
+def _backward_checks(ctx, what):
+    ex = ctx.ex
+    if ex is None:
+        raise RuntimeError(f"{what}: backward ran twice through the same call (the "
+                           "plan's states are consumed by the first backward)")
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{what} does not support create_graph=True "
+                           "(higher-order gradients)")
+    if not torch.autograd._is_checkpoint_valid():
+        raise RuntimeError(_GRAD_ONLY)
+    ctx.ex = None
+    return ex
+
+
+def _input_grads(ctx, ex, g0, gx):
+    n = ctx.n_state
+    g0 = list(g0) if g0 is not None else [None] * n
+    gx = list(gx) if gx is not None else [None] * len(ex.inputs)
+    return (None, None, None, *g0, *gx, *([None] * len(ctx.params or ())))
+
+
+class _ScanFunction(torch.autograd.Function):
+    """Outputs mode (:func:`membptt.scan`, :func:`membptt.wrap`): ``apply(ex, params, dummy,
+    *state0, *inputs, *params) -> (ys, *h_T)``; backward receives ``dL/dys`` and ``dL/dh_T``.
+    ``ex.ys_out`` (optional) is the tensor to return when ``ex.ys`` is a time-major view of it
+    (batch-first outputs); its gradient is viewed the same way."""
+
+    @staticmethod
+    def forward(ctx, ex, params, dummy, *tensors):
+        ctx.set_materialize_grads(False)
+        ex.forward()
+        ctx.ex = ex
+        ctx.params = params
+        ctx.n_state = len(ex.state0)
+        ys, ex.ys = (ex.ys if ex.ys_out is None else ex.ys_out), None
+        ctx.batch_first = ex.ys_out is not None
+        ex.ys_out = None
+        return (ys,) + tuple(t.detach() for t in ex.final)
+
+    @staticmethod
+    def backward(ctx, gys, *gfinal):
+        ex = _backward_checks(ctx, "membptt.scan")
+        if gys is not None and ctx.batch_first:
+            gys = gys.transpose(0, 1)
+        ex.gys = gys
+        g0, gx = ex.backward_phase(None, gfinal, ctx.params)
+        return _input_grads(ctx, ex, g0, gx)
 
 
 # -- public API -----------------------------------------------------------------------------------
@@ -718,11 +1034,20 @@ def bptt(step, state0, inputs, plan, *, fused: bool = True, segments: bool | Non
     # ex.segments: the step can run segments (and they were not switched off); None: as priced
     ex.program = compiled(plan, segments=(segments if ex.segments else False))
     dummy = torch.empty(0, requires_grad=True)
-    out = _BPTTFunction.apply(ex, dummy, *ex.state0, *ex.inputs)
+    params = module_params(step)
+    out = _BPTTFunction.apply(ex, params, dummy, *ex.state0, *ex.inputs, *(params or ()))
     loss = out[0]
     if return_state:
         return loss, ex.user(tuple(out[1:]))
     return loss
+
+
+def module_params(step) -> tuple | None:
+    """The parameters requiring grad of an ``nn.Module`` step (None for another callable: the
+    executor then finds them by walking the graph of the first chain it backpropagates)."""
+    if isinstance(step, torch.nn.Module):
+        return tuple(p for p in step.parameters() if p.requires_grad)
+    return None
 
 
 def plain_bptt(step, state0, inputs):

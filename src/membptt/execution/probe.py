@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..planning.costs import CostModel, SegmentCosts
-from .executor import Executor
+from .executor import Executor, rng_restore, rng_snapshot
 from .memtrack import LiveBytesTracker, state_bytes
 
 __all__ = ["probe", "measure_step", "StepReport", "ProtocolError", "working_set_bytes",
@@ -144,7 +144,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         lengths = tuple(sorted({int(L) for L in segment_lengths if 2 * int(L) + 1 <= ex.T}))
         if not lengths or lengths[0] != 1:
             lengths = tuple(sorted(set(lengths) | {1}))
-    rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in ex.cuda_devices])
+    rng = rng_snapshot(ex.cuda_devices)
     params, stash = [], []
     try:
         if check:
@@ -155,8 +155,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         params = _params_of([rec.loss] + [t for t in rec.out])
         one = torch.ones_like(rec.loss)
         del rec
-        if ex.any_x_grad:
-            ex.gx = [torch.zeros_like(t) if g else None for t, g in zip(ex.inputs, ex.x_grad)]
+        ex.input_grads(True)
         stash = [p.grad for p in params]
         for p in params:
             p.grad = None
@@ -192,12 +191,10 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             seg = _segments(ex, h1, lengths, repeats, sizes, times, extra)
     finally:
         ex.reset()
-        ex.gx = None
+        ex.input_grads(False)
         for p, g in zip(params, stash):
             p.grad = g
-        torch.set_rng_state(rng[0])
-        for d, s in zip(ex.cuda_devices, rng[1]):
-            torch.cuda.set_rng_state(s, d)
+        rng_restore(rng, ex.cuda_devices)
     costs = _cost_model(fixed, per, t_graph, t_back, hidden if sizes else None, internal, beta,
                         working, seg)
     return StepReport(costs=costs, hidden_bytes=hidden, internal_bytes=internal or 0,
@@ -238,6 +235,13 @@ def _tol(t):
 def _differ(a, b):
     """A description of how tensors ``a`` and ``b`` differ beyond float tolerance, or None."""
     rtol, atol = _tol(a)
+    fa, fb = bool(torch.isfinite(a).all()), bool(torch.isfinite(b).all())
+    if not (fa and fb):  # (stepping's own values are checked finite before any comparison)
+        if torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(
+                torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0)):
+            return None
+        return ("it has non-finite values (nan or inf) where stepping gives finite ones" if fb
+                else "stepping gives non-finite values")
     scale = float(b.abs().max()) if b.numel() else 0.0
     if not torch.allclose(a, b, rtol=rtol, atol=atol * max(scale, 1.0)):
         d = float((a - b).abs().max())
@@ -260,6 +264,37 @@ def _compare(what, got, ref, loss_got, loss_ref):
                 f"ratio {float(loss_got) / float(loss_ref) if float(loss_ref) else math.nan:.4g})")
 
 
+def _check_finite(i, n, state, loss):
+    """Stepping's own results must be finite for the protocol check (and for a plan's sums)."""
+    if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+        raise ProtocolError(
+            f"step {i}'s loss is {float(loss) if loss.numel() == 1 else 'non-finite'} (stepping "
+            f"`step` from state0 over the first {n} steps, which the probe checks): every "
+            "step's loss must be finite. A mean over an empty set of terms is nan (e.g. a "
+            "masked mean at a step whose mask is all zero): sum the masked terms and divide by "
+            "a fixed count, or by mask.sum().clamp(min=1)")
+    for k, t in enumerate(state):
+        if not bool(torch.isfinite(t).all()):
+            raise ProtocolError(
+                f"step {i} returns a state whose element {k} has non-finite values (nan or "
+                f"inf), stepping `step` from state0 over the first {n} steps: the recurrence "
+                "diverges or divides by zero there; the probe needs finite states")
+
+
+def _kept_tensors(step) -> dict:
+    """``{name: (id, version)}`` of the tensors an ``nn.Module`` step keeps as attributes or
+    buffers (not parameters): where a step that keeps state of its own keeps it."""
+    if not isinstance(step, torch.nn.Module):
+        return {}
+    out = {}
+    for path, m in step.named_modules():
+        params = m._parameters
+        for name, v in list(vars(m).items()) + list(m._buffers.items()):
+            if isinstance(v, torch.Tensor) and name not in params:
+                out[f"{path}.{name}" if path else name] = (id(v), v._version)
+    return out
+
+
 def _protocol_check(ex, rng):
     """advance/segment agree with step; a step replays from the same RNG state."""
     n = min(4, ex.T - 1)
@@ -268,31 +303,41 @@ def _protocol_check(ex, rng):
         ref, ref_loss, h = [], None, h0
         for i in range(1, n + 1):
             out, loss = ex.step(ex.user(h), ex.xsteps[i - 1])
-            h = ex._check_state(f"step {i}", out)
+            h = ex.check_state(f"step {i}", out)
+            _check_finite(i, n, h, loss)
             ref_loss = loss if ref_loss is None else ref_loss + loss
             ref.append(h)
         # replay: the same step from the same RNG state gives the same result
-        torch.set_rng_state(rng[0])
-        for d, s in zip(ex.cuda_devices, rng[1]):
-            torch.cuda.set_rng_state(s, d)
+        rng_restore(rng, ex.cuda_devices)
         out1, l1 = ex.step(ex.user(h0), ex.xsteps[0])
-        torch.set_rng_state(rng[0])
-        for d, s in zip(ex.cuda_devices, rng[1]):
-            torch.cuda.set_rng_state(s, d)
+        rng_restore(rng, ex.cuda_devices)
+        kept = _kept_tensors(ex.step)
         out2, l2 = ex.step(ex.user(h0), ex.xsteps[0])
         try:
             _compare("a second call of `step` from the same state and default-generator RNG "
-                     "state", ex._check_state("step 1", out2), ex._check_state("step 1", out1),
+                     "state", ex.check_state("step 1", out2), ex.check_state("step 1", out1),
                      l2, l1)
         except ProtocolError as e:
+            after = _kept_tensors(ex.step)
+            changed = sorted(k for k in set(kept) | set(after) if kept.get(k) != after.get(k))
+            if changed:
+                raise ProtocolError(
+                    f"{e}: the step keeps state of its own outside `state`: "
+                    f"{', '.join(changed)} changed during one call (e.g. snntorch's "
+                    "init_hidden=True keeps the membrane potential in the neuron). membptt "
+                    "recomputes steps from stored states, so every recurrent quantity must flow "
+                    "through `state`: create the neurons with init_hidden=False and thread "
+                    "their state, e.g. `spk, mem = lif(cur, mem)`, returning mem in the new "
+                    "state") from None
             raise ProtocolError(
-                f"{e}: the step is not reproducible from the default generators' state (does "
-                "it draw from a private torch.Generator, or run nondeterministic kernels?); "
+                f"{e}: the step is not reproducible from the same state and default-generator "
+                "RNG state: it depends on something else (a private torch.Generator, a "
+                "global or closure variable it updates, or nondeterministic kernels); "
                 "recomputation could not replay it and gradients would be wrong") from None
         if ex.fused:
             for need_loss in (True, False):
-                out, loss = ex.step.advance(ex.user(h0), ex._xs(1, n), need_loss)
-                got = ex._check_state(f"steps 1..{n} (step.advance)", out)
+                out, loss = ex.step.advance(ex.user(h0), ex.inputs_of(1, n), need_loss)
+                got = ex.check_state(f"steps 1..{n} (step.advance)", out)
                 _compare(f"step.advance over steps 1..{n} (need_loss={need_loss})", got,
                          ref[-1], loss if need_loss else None, ref_loss)
                 if not need_loss and loss is not None:
@@ -300,8 +345,8 @@ def _protocol_check(ex, rng):
                                         f"its loss, got {type(loss).__name__}")
     if ex.segments and n >= 2:
         with torch.enable_grad():
-            out, loss = ex.step.segment(ex.user(h0), ex._xs(1, n))
-        got = ex._check(f"steps 1..{n} (step.segment)", out, loss)
+            out, loss = ex.step.segment(ex.user(h0), ex.inputs_of(1, n))
+        got = ex.check(f"steps 1..{n} (step.segment)", out, loss)
         _compare(f"step.segment over steps 1..{n}", got, ref[-1], loss, ref_loss)
 
 

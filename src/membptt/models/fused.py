@@ -15,33 +15,64 @@ Every call runs the user's module itself: one time step is the module on a lengt
 a graph-free run (``advance``) and a segment with graph (``segment``) are one call over many
 steps (oneDNN on CPU, cuDNN on CUDA). Parameters, ``state_dict`` and optimizers stay the user's.
 
-Conventions and limits (stated, not hidden):
+Inputs (the executor slices time on dim 0):
 
-* inputs are ``(x, y)`` with **time on dim 0** whatever the module's ``batch_first`` (the
-  executor slices time on dim 0); ``x`` is ``(T, B, input_size)``, ``y`` whatever ``loss_fn``
-  takes per step (``(T, B)`` class indices for the default);
-* ``loss_fn(logits, targets) -> 0-dim summed loss`` over a block of steps: logits are
-  ``(n * B, C)`` and targets ``(n * B, ...)`` for ``n`` steps flattened; it must be a sum over
-  steps (a mean would change with the block length, and the protocol check of
-  ``membptt.probe`` catches that);
-* unidirectional modules only (a bidirectional RNN cannot be run step by step), no
+* ``(x, y)`` or ``(x, y, *extras)``, each **time-major** ``(T, B, ...)``: ``x`` is
+  ``(T, B, input_size)``, ``y`` whatever ``loss_fn`` takes per step (``(T, B)`` class indices
+  for the default), each extra ``(T, B, ...)`` (masks, weights, per-step flags). Data in the
+  module's own layout go through :meth:`FusedRNNStep.inputs`: ``step.inputs(x, y, mask)``
+  returns time-major views when the module is ``batch_first`` (no copy) and checks the shapes;
+  a batch-first tensor passed as time-major is refused naming the layout.
+* ``loss_fn(logits, targets, *extras) -> 0-dim summed loss`` over a block of steps: logits are
+  ``(n * B, C)``, targets and extras ``(n * B, ...)`` for ``n`` steps flattened the same way. It
+  must be a *sum* over the steps (a mean would change with the block length, and the protocol
+  check of ``membptt.probe`` catches that). The default is the summed cross-entropy, weighted
+  element by element by the one extra when there is one (a mask or weights).
+* A loss at the last step only (or at any chosen steps): give the other steps no weight. With
+  the default loss either pass targets of ``-100`` (cross-entropy's ``ignore_index``) at every
+  other step, or a weight extra that is 1 at the last step and 0 elsewhere::
+
+      w = torch.zeros(T, B); w[-1] = 1               # (B, T) and w[:, -1] if batch_first
+      loss = membptt.bptt(step, state0, step.inputs(x, y, w), plan)
+
+  The step never sees ``t``; a per-step flag or weight input is how it knows where it is.
+* Unidirectional modules only (a bidirectional RNN cannot be run step by step), no
   ``proj_size``; inter-layer dropout of a multi-layer module in training mode makes the step
   non-deterministic: the executor then runs it step by step with RNG replay, never fused.
+
+A head on *all* the outputs (attention pooling, a mean over time) is not a sum over steps:
+use :func:`membptt.wrap` on the module instead.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fusedcall import run_module
+
 __all__ = ["FusedRNNStep"]
 
 
-def _sum_cross_entropy(logits, targets):
-    return F.cross_entropy(logits, targets, reduction="sum")
+def _sum_cross_entropy(logits, targets, *extras):
+    """Summed cross-entropy; with one extra, weighted element by element (a mask, weights)."""
+    if not extras:
+        return F.cross_entropy(logits, targets, reduction="sum")
+    if len(extras) > 1:
+        raise ValueError(f"the default loss takes at most one extra input (per-element weights "
+                         f"or a mask), got {len(extras)}; pass loss_fn=f(logits, targets, "
+                         "*extras) for more")
+    w = extras[0]
+    if w.shape != targets.shape:
+        raise ValueError(f"the default loss's weight extra must match the targets' shape per "
+                         f"step, (B,) for (B,) targets; got weights {tuple(w.shape)} for "
+                         f"targets {tuple(targets.shape)} (n steps x B flattened)")
+    return (F.cross_entropy(logits, targets, reduction="none") * w).sum()
+
+
+def _shape(t):
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
 class FusedRNNStep(nn.Module):
@@ -78,40 +109,96 @@ class FusedRNNStep(nn.Module):
                         device=device or w.device, dtype=dtype or w.dtype)
         return (z, z.clone()) if self.lstm else z
 
-    def _call(self, state, x, y, need_loss, chunk):
-        rnn = self.rnn
-        bf = rnn.batch_first
+    # -- inputs and their layout ------------------------------------------------------------
+    def inputs(self, x, y, *extras):
+        """``(x, y, *extras)`` in the module's layout -> the time-major tuple the executor takes
+        (views, no copy: a ``batch_first`` module's ``(B, T, ...)`` tensors are transposed),
+        checked: ``x`` ``(.., input_size)``, every tensor with the same ``T`` and ``B``."""
+        bf = self.rnn.batch_first
+        layout = "(B, T, ...) (batch_first=True)" if bf else "(T, B, ...) (time-major)"
+        ts = (x, y) + extras
+        names = ["x", "y"] + [f"extras[{k}]" for k in range(len(extras))]
+        for n, t in zip(names, ts):
+            if not isinstance(t, torch.Tensor) or t.dim() < 2:
+                raise ValueError(f"{n} must be a tensor {layout}, got {_shape(t)}")
+        if x.dim() != 3 or x.shape[-1] != self.rnn.input_size:
+            raise ValueError(f"x must be {layout} with input_size="
+                             f"{self.rnn.input_size} features last, got shape {_shape(x)}")
+        tb = tuple(x.shape[:2])
+        for n, t in zip(names[1:], ts[1:]):
+            if tuple(t.shape[:2]) != tb:
+                raise ValueError(f"{n} has shape {_shape(t)}, but x has {tb} as its first two "
+                                 f"dims {layout}: every input needs the same time and batch "
+                                 "dims")
+        return tuple(t.transpose(0, 1) for t in ts) if bf else ts
+
+    def _unpack(self, xs, steps: bool, state):
+        """``(x, y, extras)`` from the executor's slice, with a clear message for a layout
+        mistake; ``steps``: a block (time on dim 0) rather than one step."""
+        if not isinstance(xs, (tuple, list)) or len(xs) < 2:
+            got = (f"a tensor of shape {_shape(xs)}" if isinstance(xs, torch.Tensor)
+                   else f"{type(xs).__name__} of length {len(xs)}"
+                   if isinstance(xs, (tuple, list)) else type(xs).__name__)
+            raise ValueError("FusedRNNStep takes inputs (x, y) or (x, y, *extras), time-major "
+                             f"(T, B, ...) (step.inputs(x, y, ...) makes them), got {got} "
+                             + ("per block of steps" if steps else "per step"))
+        x, y, *extras = xs
+        h = state[0] if self.lstm else state
+        B = h.shape[1]
+        xdims = 2 + steps
+        if not isinstance(x, torch.Tensor) or x.dim() != xdims \
+                or x.shape[-1] != self.rnn.input_size:
+            raise ValueError(
+                f"x_t must be (B, input_size={self.rnn.input_size}) per step (x time-major "
+                f"(T, B, {self.rnn.input_size})), got {_shape(x)} "
+                + ("per block of steps" if steps else "per step"))
+        bdim = 1 if steps else 0
+        if x.shape[bdim] != B:
+            raise ValueError(
+                f"x_t has {x.shape[bdim]} rows but the state has batch {B}: inputs must be "
+                "time-major (T, B, ...)"
+                + (" while this module is batch_first=True: pass step.inputs(x, y, ...), "
+                   "which transposes (B, T, ...) data" if self.rnn.batch_first else
+                   " (batch-first data? transpose it, x.transpose(0, 1), or use "
+                   "step.inputs)"))
+        for n, t in [("y", y)] + [(f"extras[{k}]", e) for k, e in enumerate(extras)]:
+            if not isinstance(t, torch.Tensor) or t.dim() < bdim + 1 or t.shape[bdim] != B:
+                raise ValueError(f"{n} must have the batch ({B}) on dim {bdim + 1 if steps else 0}"
+                                 f" of each step like x (time-major (T, B, ...)), got "
+                                 f"{_shape(t)} per {'block' if steps else 'step'}")
+        return x, y, extras
+
+    def _call(self, state, xs, need_loss, chunk, steps=True):
+        if not steps:
+            xs = tuple(t.unsqueeze(0) for t in xs)
+        x, y, extras = xs[0], xs[1], xs[2:]
         h = tuple(state) if self.lstm else state
-        total = None
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            for s in range(0, x.shape[0], chunk):
-                xc = x[s:s + chunk]
-                out, h = rnn(xc.transpose(0, 1) if bf else xc, h)
-                if bf:
-                    out = out.transpose(0, 1)
-                if need_loss:
-                    logits = self.head(out)
-                    yc = y[s:s + chunk]
-                    loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]),
-                                        yc.reshape(-1, *yc.shape[2:]))
-                    total = loss if total is None else total + loss
-                del out
-        return h, total
+        acc = [None]
+
+        def loss_of(s, out):
+            logits = self.head(out)
+            e = s + out.shape[0]
+            yc = y[s:e]
+            loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]),
+                                yc.reshape(-1, *yc.shape[2:]),
+                                *[t[s:e].reshape(-1, *t.shape[2:]) for t in extras])
+            acc[0] = loss if acc[0] is None else acc[0] + loss
+
+        h = run_module(self.rnn, x, h, chunk=chunk, each=loss_of if need_loss else None)
+        return h, acc[0]
 
     def forward(self, state, x_t):
         """One time step: the module on a length-1 sequence, the head and the loss."""
-        x, y = x_t
-        h, loss = self._call(state, x.unsqueeze(0), y.unsqueeze(0), True, 1)
-        return h, loss
+        xs = self._unpack(x_t, False, state)
+        return self._call(state, (xs[0], xs[1], *xs[2]), True, 1, steps=False)
 
     @torch.no_grad()
     def advance(self, state, xs, need_loss: bool = False):
         """``len(xs)`` graph-free steps in calls of ``fused_chunk`` steps."""
-        x, y = xs
-        return self._call(state, x, y, need_loss, self.fused_chunk)
+        x, y, extras = self._unpack(xs, True, state)
+        return self._call(state, (x, y, *extras), need_loss, self.fused_chunk)
 
     def segment(self, state, xs):
         """``len(xs)`` steps with graph in one call: ``(final state, summed loss)``."""
-        x, y = xs
-        return self._call(state, x, y, True, x.shape[0])
+        x, y, extras = self._unpack(xs, True, state)
+        return self._call(state, (x, y, *extras), True, x.shape[0])

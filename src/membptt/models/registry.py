@@ -21,12 +21,10 @@ that use it (``membptt.measure.methods``), which may look for extra callables in
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .reversible import ReversibleStats, make_reversible_lm, reversible_bptt
@@ -76,37 +74,15 @@ class ModelEntry:
 
 def rnn_fused_segment(model: RNNLanguageModel, state, xs):
     """``len(xs)`` steps of an :class:`RNNLanguageModel` in one ``nn.LSTM``/``nn.GRU`` call with
-    graph, then the head and the summed cross-entropy over all of them.
-
-    Uses the model's own ``segment`` when it has one (the executor's with-graph fused call);
-    otherwise the fused module that shares the cell's parameter tensors (gradients land in
-    the cell's ``.grad``). Exact only without active dropout (the fused call applies none):
-    refused otherwise. Keeps the whole segment's activations (that is the point of fusing).
-    """
+    graph, then the head and the summed cross-entropy over all of them: the model's own
+    ``segment`` (the executor's with-graph fused call, :mod:`.fusedcall`). Exact only without
+    active dropout (refused otherwise). Keeps the whole segment's activations (that is the
+    point of fusing)."""
     own = getattr(model, "segment", None)
-    if callable(own):
-        return own(state, xs)
-    if not model.deterministic:
-        raise RuntimeError("a fused segment is exact only without active dropout "
-                           "(call .eval() or use dropout=0)")
-    x, y = xs
-    fused = model._sync_fused()
-    if model.embedding is not None:
-        x = model.embedding(x)
-    lstm = model.kind == "lstm"
-    with warnings.catch_warnings():
-        # weights that are not one contiguous chunk on CUDA: cuDNN copies them and warns
-        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-        if lstm:
-            h, c = state
-            out, (h, c) = fused(x, (h.unsqueeze(0), c.unsqueeze(0)))
-            new_state = (h[0], c[0])
-        else:
-            out, h = fused(x, state.unsqueeze(0))
-            new_state = h[0]
-    logits = model.head(out)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
-    return new_state, loss
+    if not callable(own):
+        raise ValueError(f"model {type(model).__name__} has no segment(state, xs): a fused "
+                         "segment needs one (an RNNLanguageModel, or a step with its own)")
+    return own(state, xs)
 
 
 def _rnn_entry(name: str, cls: type[nn.Module], description: str) -> ModelEntry:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fusedcall import run_module
 
 __all__ = ["RNNLanguageModel", "LSTMLanguageModel", "GRULanguageModel"]
 
@@ -95,35 +95,30 @@ class RNNLanguageModel(nn.Module):
 
     def _fused_call(self, state, xs, need_loss: bool):
         """One pass of the fused module over ``xs = (x, y)`` (time on dim 0) from ``state``:
-        ``(final state, summed loss or None)``; with graph when grad is enabled."""
+        ``(final state, summed loss or None)``; with graph when grad is enabled (then one call
+        and one head over all steps; graph-free: calls of ``fused_chunk`` steps, the head on
+        ``loss_chunk`` steps at a time)."""
         x, y = xs
         fused = self._sync_fused()
         lstm = self.kind == "lstm"
         h = (state[0].unsqueeze(0), state[1].unsqueeze(0)) if lstm else state.unsqueeze(0)
         graph = torch.is_grad_enabled()
-        chunk = x.shape[0] if graph else self.fused_chunk
-        total = None
-        with warnings.catch_warnings():
-            # non-contiguous weights on CUDA: cuDNN copies them, correct but warns every call
-            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            for s in range(0, x.shape[0], chunk):
-                xc = x[s:s + chunk]
-                if self.embedding is not None:
-                    xc = self.embedding(xc)
-                out, h = fused(xc, h)
-                if need_loss:
-                    step = out.shape[0] if graph else self.loss_chunk
-                    for u in range(0, out.shape[0], step):
-                        logits = self.head(out[u:u + step])
-                        k = s + u
-                        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                               y[k:k + logits.shape[0]].reshape(-1),
-                                               reduction="sum")
-                        del logits
-                        total = loss if total is None else total + loss
-                del out
+        acc = [None]
+
+        def loss_of(s, out):
+            step = out.shape[0] if graph else self.loss_chunk
+            for u in range(0, out.shape[0], step):
+                logits = self.head(out[u:u + step])
+                k = s + u
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                       y[k:k + logits.shape[0]].reshape(-1), reduction="sum")
+                del logits
+                acc[0] = loss if acc[0] is None else acc[0] + loss
+
+        h = run_module(fused, x, h, chunk=None if graph else self.fused_chunk,
+                       prep=self.embedding, each=loss_of if need_loss else None)
         state = (h[0][0], h[1][0]) if lstm else h[0]
-        return state, total
+        return state, acc[0]
 
     @torch.no_grad()
     def advance(self, state, xs, need_loss: bool = False):

@@ -1,0 +1,43 @@
+"""One fused ``nn.LSTM``/``nn.GRU`` call over many steps, written once.
+
+The shipped language models (:mod:`.rnn`), the adapter for a user's module (:mod:`.fused`) and
+:func:`membptt.wrap` all run a module over a time-major block of steps, in calls of ``chunk``
+steps (graph-free runs bound their transient that way) or in one call (a segment with graph),
+with the module's own layout and without cuDNN's warning about weights that are not one
+contiguous chunk (it copies them: correct, but it warns on every call).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+__all__ = ["run_module"]
+
+
+def run_module(rnn, x, h, *, chunk: int | None = None, prep=None, each=None):
+    """Run ``rnn`` over the time-major ``x`` from ``h``; returns the final ``h``.
+
+    ``chunk``: steps per call (None: one call); ``prep(x_chunk)``: applied to each chunk's input
+    first (an embedding); ``each(s, out)``: receives each chunk's time-major outputs, ``s`` the
+    offset of its first step. A ``batch_first`` module gets and returns ``(B, n, ...)``; ``x``
+    and the outputs given to ``each`` are time-major either way. Runs with graph when grad is
+    enabled (the caller decides).
+    """
+    bf = rnn.batch_first
+    n = x.shape[0]
+    chunk = n if chunk is None else chunk
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+        for s in range(0, n, chunk):
+            xc = x[s:s + chunk]
+            if prep is not None:
+                xc = prep(xc)
+            if bf:
+                out, h = rnn(xc.transpose(0, 1), h)
+                out = out.transpose(0, 1)
+            else:
+                out, h = rnn(xc, h)
+            if each is not None:
+                each(s, out)
+            del out
+    return h

@@ -1,0 +1,411 @@
+"""membptt.wrap and membptt.scan: gradients equal plain autograd through the unwrapped module
+(float64, <= 1e-10 relative) for losses on all outputs; the forward is the plan's first sweep;
+measured live bytes within the plan's prediction plus the caller's tensors; refusals name the
+value and what works."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import membptt
+from membptt.execution import compiled
+from membptt.execution.compile import Run
+from membptt.execution.memtrack import LiveBytesTracker
+
+torch.set_num_threads(1)
+
+T, B, D, H = 17, 3, 4, 5
+DT = torch.float64
+
+
+def max_rel_err(got, ref):
+    return max(float((g - r).abs().max()) / max(float(r.abs().max()), 1e-300)
+               for g, r in zip(got, ref))
+
+
+def attention(o, att):  # o: (B, T, H)
+    a = torch.softmax(o @ att, dim=1)
+    return ((a.unsqueeze(-1) * o).sum(1) ** 2).sum()
+
+
+LOSSES = {
+    "attention": lambda o, att: attention(o, att),
+    "mean": lambda o, att: (o.mean(1) ** 2 * att).sum(),
+    "last": lambda o, att: (o[:, -1] * att).sum() ** 2,
+}
+
+
+def make_hx(cls, L, b, h, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    h0 = torch.randn(L, b, h, generator=g, dtype=DT).requires_grad_()
+    if cls is nn.LSTM:
+        return (h0, torch.randn(L, b, h, generator=g, dtype=DT).requires_grad_())
+    return h0
+
+
+def run(mod, rnn, x, hx, loss_kind, bf, att, lstm):
+    for p in rnn.parameters():
+        p.grad = None
+    x.grad = None
+    out, hn = mod(x) if hx is None else mod(x, hx)
+    o = out if bf else out.transpose(0, 1)
+    h_n = hn[0] if lstm else hn
+    loss = LOSSES[loss_kind](o, att) + (h_n ** 2).sum() + (hn[1].sum() if lstm else 0)
+    loss.backward()
+    hs = () if hx is None else (hx if lstm else (hx,))
+    grads = [p.grad.clone() for p in rnn.parameters()] + [x.grad.clone()]
+    grads += [t.grad.clone() for t in hs]
+    for t in hs:
+        t.grad = None
+    return loss.detach(), out.detach(), hn, grads
+
+
+@pytest.mark.parametrize("loss_kind", sorted(LOSSES))
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("bf", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+def test_wrap_gradients_equal_plain_autograd(cls, layers, bf, with_hx, loss_kind):
+    torch.manual_seed(0)
+    rnn = cls(D, H, num_layers=layers, batch_first=bf).to(DT)
+    x = torch.randn((B, T, D) if bf else (T, B, D), dtype=DT, requires_grad=True)
+    att = torch.randn(H, dtype=DT)
+    hx = make_hx(cls, layers, B, H) if with_hx else None
+    lstm = cls is nn.LSTM
+    ref = run(rnn, rnn, x, hx, loss_kind, bf, att, lstm)
+    w = membptt.wrap(rnn, memory=10, repeats=1)
+    got = run(w, rnn, x, hx, loss_kind, bf, att, lstm)
+    assert float((got[0] - ref[0]).abs()) <= 1e-10 * float(ref[0].abs())
+    assert float((got[1] - ref[1]).abs().max()) <= 1e-12
+    assert max_rel_err(got[3], ref[3]) <= 1e-10
+    assert got[1].shape == ref[1].shape and got[1].is_contiguous()
+    assert w.info["strategy"] == "msm" and w.info["forwards_per_step"] > 1  # it recomputed
+
+
+@pytest.mark.parametrize("strategy,memory,block", [
+    ("msm", 6, None), ("ism", 12, None), ("hsm", 4, None), ("msm", 20, 4), ("full", None, None),
+    ("chen", None, None)])
+def test_wrap_any_plan_is_exact(strategy, memory, block):
+    torch.manual_seed(1)
+    rnn = nn.LSTM(D, H, num_layers=2).to(DT)
+    x = torch.randn(T, B, D, dtype=DT, requires_grad=True)
+    att = torch.randn(H, dtype=DT)
+    ref = run(rnn, rnn, x, None, "attention", False, att, True)
+    kw = {} if block is None else {"block": block}
+    if block is None and strategy in ("msm", "ism", "hsm"):
+        kw = {"block": None}
+    w = membptt.wrap(rnn, memory=memory, strategy=strategy, repeats=1, **kw)
+    got = run(w, rnn, x, None, "attention", False, att, True)
+    assert max_rel_err(got[3], ref[3]) <= 1e-10
+    assert w.info["block"] == block
+
+
+class CountingLSTM(nn.LSTM):
+    """Counts the time steps the module is run over, with and without grad."""
+
+    steps = 0
+
+    def forward(self, x, hx=None):
+        CountingLSTM.steps += x.shape[1] if self.batch_first else x.shape[0]
+        return super().forward(x, hx)
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_wrap_forward_is_the_first_sweep(defer):
+    """The forward runs each step once (no extra forwards); forward + backward run exactly the
+    plan's forward operations (plus, deferring, the first sweep's graph forwards rebuilt when
+    the backward starts); fused calls run where the plan has blocks."""
+    torch.manual_seed(2)
+    rnn = CountingLSTM(D, H).to(DT)
+    x = torch.randn(40, B, D, dtype=DT)
+    w = membptt.wrap(rnn, memory=12, repeats=1, defer=defer)
+    w(x)[0].sum().backward()  # plans (the probe runs the module too)
+    plan = w.info["plan"]
+    CountingLSTM.steps = 0
+    out, _ = w(x)
+    assert CountingLSTM.steps == 40
+    (out ** 2).sum().backward()
+    assert (w.info["deferred_steps"] > 0) == defer
+    assert CountingLSTM.steps == plan.forward_ops + w.info["deferred_steps"]
+    assert plan.block is not None and plan.block > 1  # fused blocks were planned
+
+
+def test_wrap_defer_holds_only_hidden_states_between_forward_and_backward():
+    """Deferring, what the forward leaves alive beyond the outputs and the final state is
+    hidden-state checkpoints only; without, the first sweep's stored graphs too. Gradients
+    are the same either way."""
+    torch.manual_seed(8)
+    Tl = 80
+    rnn = nn.LSTM(D, H).to(DT)
+    x = torch.randn(Tl, B, D, dtype=DT)
+    state = 2 * B * H * 8  # (h, c)
+    held, grads, checkpoints, costs = {}, {}, {}, None
+    for defer in (True, False):  # (one probe: the same plan both ways)
+        w = membptt.wrap(rnn, memory=30, planner="steps", repeats=1, defer=defer, costs=costs)
+        w(x)[0].sum().backward()  # plan once
+        costs = w.info["costs"]
+        rnn.zero_grad(set_to_none=True)
+        with LiveBytesTracker() as tr:
+            out, (h, c) = w(x)
+            held[defer] = tr.current_bytes - out.numel() * 8 - 2 * h.numel() * 8
+            ((out ** 2).sum() + c.sum()).backward()
+            del out, h, c
+        grads[defer] = [p.grad.clone() for p in rnn.parameters()]
+        prog = compiled(w.info["plan"])
+        checkpoints[defer] = sum(1 for ins in prog.instructions[:prog.split]
+                                 if isinstance(ins, Run) and ins.store)
+    assert checkpoints[True] == checkpoints[False]
+    assert held[True] <= (checkpoints[True] + 1) * state  # (+1: the deferred group's input)
+    assert held[False] > held[True] + 4 * state
+    assert max_rel_err(grads[True], grads[False]) <= 1e-12
+
+
+def test_wrap_live_bytes_within_prediction_plus_callers_tensors():
+    torch.manual_seed(3)
+    Tl, Bl, Hl = 200, 4, 16
+    rnn = nn.LSTM(Hl, Hl).to(DT)
+    x = torch.randn(Tl, Bl, Hl, dtype=DT)
+    g = torch.randn(Tl, Bl, Hl, dtype=DT)
+    w = membptt.wrap(rnn, memory="350KiB", repeats=1)
+    w(x)[0].sum().backward()  # plan once
+    plan = w.info["plan"]
+    for p in rnn.parameters():
+        p.grad = None
+    out_bytes = Tl * Bl * Hl * 8
+    with LiveBytesTracker() as tr:
+        out, (h, c) = w(x)
+        loss = (out * g).sum()  # the caller's: out and dL/dout (T x B x H each)
+        loss.backward()
+        del out, h, c, loss
+    assert plan.predicted_peak_bytes <= 350 * 1024 and plan.forward_ops > Tl
+    assert tr.peak_bytes <= plan.predicted_peak_bytes + 2 * out_bytes + 4096
+    assert tr.current_bytes <= sum(p.numel() * 8 for p in rnn.parameters())  # only .grad left
+
+
+def test_wrap_unbatched_and_no_grad_match_the_module():
+    torch.manual_seed(4)
+    rnn = nn.GRU(D, H, num_layers=2).to(DT)
+    x = torch.randn(T, D, dtype=DT, requires_grad=True)
+    w = membptt.wrap(rnn, memory=10, repeats=1)
+    out, h = w(x)
+    ref_out, ref_h = rnn(x)
+    assert out.shape == ref_out.shape and h.shape == ref_h.shape
+    (out.sum() + h.sum()).backward()
+    gw = [p.grad.clone() for p in rnn.parameters()] + [x.grad.clone()]
+    for p in rnn.parameters():
+        p.grad = None
+    x.grad = None
+    (ref_out.sum() + ref_h.sum()).backward()
+    assert max_rel_err(gw, [p.grad for p in rnn.parameters()] + [x.grad]) <= 1e-10
+    with torch.no_grad():
+        a, b = w(x)
+        ra, rb = rnn(x)
+    assert torch.equal(a, ra) and torch.equal(b, rb)
+
+
+def test_wrap_output_unused_only_final_state():
+    torch.manual_seed(5)
+    rnn = nn.LSTM(D, H).to(DT)
+    x = torch.randn(T, B, D, dtype=DT)
+    w = membptt.wrap(rnn, memory=10, repeats=1)
+    _, (h, c) = w(x)
+    (h.sum() + (c ** 2).sum()).backward()
+    gw = [p.grad.clone() for p in rnn.parameters()]
+    for p in rnn.parameters():
+        p.grad = None
+    _, (h, c) = rnn(x)
+    (h.sum() + (c ** 2).sum()).backward()
+    assert max_rel_err(gw, [p.grad for p in rnn.parameters()]) <= 1e-10
+
+
+def test_wrap_refusals_say_why_and_what_works():
+    with pytest.raises(ValueError, match=r"bidirectional=True.*two unidirectional modules"):
+        membptt.wrap(nn.LSTM(D, H, bidirectional=True), memory=10)
+    with pytest.raises(ValueError, match=r"got Linear.*membptt.scan"):
+        membptt.wrap(nn.Linear(D, H), memory=10)
+    with pytest.raises(ValueError, match=r"needs memory=.*'64MiB'.*strategy 'msm'"):
+        membptt.wrap(nn.GRU(D, H), memory=None)
+    w = membptt.wrap(nn.LSTM(D, H, num_layers=2).to(DT), memory=10)
+    x = torch.randn(T, B, D, dtype=DT)
+    with pytest.raises(ValueError, match=r"shapes \(2, 3, 5\) and \(2, 3, 5\).*got \(1, 3, 5\)"):
+        w(x, (torch.zeros(1, B, H, dtype=DT), torch.zeros(1, B, H, dtype=DT)))
+    with pytest.raises(ValueError, match=r"tuple \(h_0, c_0\)"):
+        w(x, torch.zeros(2, B, H, dtype=DT))
+    with pytest.raises(ValueError, match=r"input_size=4 .* got shape \(17, 3, 7\)"):
+        w(torch.randn(T, B, 7, dtype=DT))
+    with pytest.raises(ValueError, match=r"shape \(T, B, input_size\).*got shape \(17,\)"):
+        w(torch.randn(T, dtype=DT))
+    packed = nn.utils.rnn.pack_padded_sequence(x, [T, T - 1, 3])
+    with pytest.raises(ValueError, match=r"PackedSequence.*pad_packed_sequence"):
+        w(packed)
+
+
+def test_wrap_autograd_grad_says_it_is_a_documented_limitation():
+    rnn = nn.GRU(D, H).to(DT)
+    w = membptt.wrap(rnn, memory=10, repeats=1)
+    out, _ = w(torch.randn(T, B, D, dtype=DT))
+    with pytest.raises(RuntimeError, match=r"autograd.grad.*documented limitation.*"
+                                           r"loss.backward\(\)"):
+        torch.autograd.grad(out.sum(), list(rnn.parameters()))
+
+
+def test_wrap_info_and_repr_say_what_was_picked():
+    rnn = nn.LSTM(D, H).to(DT)
+    w = membptt.wrap(rnn, memory=10, repeats=1)
+    w(torch.randn(T, B, D, dtype=DT))[0].sum().backward()
+    info = w.info
+    assert info["seq_len"] == T and info["memory"] == 10 and info["probe_seconds"] > 0
+    assert info["plan"].seq_len == T
+    assert f"T={T}: msm on blocks of {info['block']} steps" in repr(w)
+    assert "the outputs are the caller's" in repr(w)
+
+
+# -- membptt.scan -------------------------------------------------------------------------------
+
+class Cell(nn.Module):
+    """A hand-written cell: state {'h': h, 'n': (m,)}, inputs (x_t, u_t); y_t a nonlinear
+    readout of h."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(D + H, H).to(DT)
+        self.b = nn.Linear(H, 2).to(DT)
+
+    def forward(self, state, xt):
+        x, u = xt
+        h = torch.tanh(self.a(torch.cat([x, state["h"]], -1))) * u.unsqueeze(-1)
+        m = state["n"][0] * 0.9 + h.sum(-1, keepdim=True)
+        return {"h": h, "n": (m,)}, torch.sigmoid(self.b(h)) * m
+
+
+def plain_scan(step, state, xs):
+    ys = []
+    for t in range(xs[0].shape[0]):
+        state, y = step(state, xs[0][t] if len(xs) == 1 else tuple(v[t] for v in xs))
+        ys.append(y)
+    return torch.stack(ys), state
+
+
+@pytest.mark.parametrize("plan_kw", [dict(memory=8), dict(memory=5, strategy="hsm"),
+                                     dict(memory=16, strategy="ism")])
+def test_scan_gradients_equal_plain_autograd(plan_kw):
+    torch.manual_seed(6)
+    cell = Cell()
+    x = torch.randn(T, B, D, dtype=DT, requires_grad=True)
+    u = torch.rand(T, B, dtype=DT) + 0.5
+    h0 = torch.randn(B, H, dtype=DT, requires_grad=True)
+    m0 = torch.zeros(B, 1, dtype=DT)
+
+    def loss_of(ys, st):
+        a = torch.softmax(ys.sum(-1), dim=0)  # attention over time
+        return ((a.unsqueeze(-1) * ys).sum(0) ** 2).sum() + (st["h"] ** 2).sum() + st["n"][0].sum()
+
+    def grads(fn):
+        for p in (*cell.parameters(), x, h0):
+            p.grad = None
+        ys, st = fn()
+        loss = loss_of(ys, st)
+        loss.backward()
+        return ys.detach(), [p.grad.clone() for p in (*cell.parameters(), x, h0)]
+
+    ref_y, ref = grads(lambda: plain_scan(cell, {"h": h0, "n": (m0,)}, (x, u)))
+    info = {}
+    got_y, got = grads(lambda: membptt.scan(cell, {"h": h0, "n": (m0,)}, (x, u), repeats=1,
+                                            info=info, **plan_kw))
+    assert float((got_y - ref_y).abs().max()) <= 1e-12
+    assert max_rel_err(got, ref) <= 1e-10
+    assert info["strategy"] == plan_kw.get("strategy", "msm") and info["seq_len"] == T
+    assert info["forwards_per_step"] > 1
+
+
+def test_scan_function_step_with_a_given_plan_and_no_grad():
+    torch.manual_seed(7)
+    W = torch.randn(H, H, dtype=DT, requires_grad=True)
+    x = torch.randn(T, B, H, dtype=DT)
+
+    def step(h, x_t):
+        h = torch.tanh(h @ W + x_t)
+        return h, h * 2
+
+    p = membptt.plan("msm", T, memory=6, alpha=2)
+    h0 = torch.zeros(B, H, dtype=DT)
+    ys, hT = membptt.scan(step, h0, x, plan=p)
+    (ys.sum() + hT.sum()).backward()
+    g = W.grad.clone()
+    W.grad = None
+    ry, rh = plain_scan(step, h0, (x,))
+    (ry.sum() + rh.sum()).backward()
+    assert max_rel_err([g], [W.grad]) <= 1e-10
+    with torch.no_grad():
+        ys2, hT2 = membptt.scan(step, h0, x, plan=p)
+    assert torch.allclose(ys2, ry.detach(), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"needs memory=.*or plan="):
+        membptt.scan(step, h0, x)
+
+
+def test_scan_counts_the_first_sweep_as_the_forward():
+    calls = {"n": 0}
+    W = torch.randn(H, H, dtype=DT, requires_grad=True)
+
+    def step(h, x_t):
+        calls["n"] += 1
+        h = torch.tanh(h @ W + x_t)
+        return h, h
+
+    x = torch.randn(30, B, H, dtype=DT)
+    p = membptt.plan("msm", 30, memory=5, alpha=2)
+    info = {}
+    ys, _ = membptt.scan(step, torch.zeros(B, H, dtype=DT), x, plan=p, info=info)
+    assert calls["n"] == 30
+    ys.sum().backward()
+    assert info["deferred_steps"] > 0
+    assert calls["n"] == p.forward_ops + info["deferred_steps"]
+
+
+def test_scan_output_must_keep_its_shape():
+    def step(h, x_t):
+        return h + x_t, torch.zeros(int(x_t[0, 0].item() > 0) + 1)
+
+    x = torch.ones(6, B, H, dtype=DT)
+    x[3] = -1
+    p = membptt.plan("full", 6, alpha=1)
+    with pytest.raises(ValueError, match=r"step 4: the output y_t changed: expected shape \(2,\)"):
+        membptt.scan(step, torch.zeros(B, H, dtype=DT, requires_grad=True), x, plan=p)
+
+
+
+def test_wrap_with_dropout_replays_the_masks_of_a_stepped_module():
+    """Inter-layer dropout in training: wrap runs the module step by step with RNG replay; its
+    outputs and gradients equal the module called one step at a time from the same seed."""
+    rnn = nn.LSTM(D, H, num_layers=2, dropout=0.4).to(DT)
+    x = torch.randn(T, B, D, dtype=DT)
+    att = torch.randn(H, dtype=DT)
+    w = membptt.wrap(rnn, memory=8, repeats=1)
+    torch.manual_seed(11)
+    out, (h, c) = w(x)
+    loss = attention(out.transpose(0, 1), att) + (h ** 2).sum()
+    loss.backward()
+    got = [p.grad.clone() for p in rnn.parameters()]
+    assert w.info["block"] is None  # not deterministic: no fused blocks
+    rnn.zero_grad(set_to_none=True)
+    torch.manual_seed(11)
+    hc, outs = None, []
+    for t in range(T):
+        o, hc = rnn(x[t:t + 1], hc)
+        outs.append(o)
+    ref_out = torch.cat(outs)
+    (attention(ref_out.transpose(0, 1), att) + (hc[0] ** 2).sum()).backward()
+    assert float((out - ref_out).detach().abs().max()) <= 1e-12
+    assert max_rel_err(got, [p.grad for p in rnn.parameters()]) <= 1e-10
+
+
+def test_wrap_nn_rnn():
+    torch.manual_seed(12)
+    rnn = nn.RNN(D, H, num_layers=2, nonlinearity="relu", batch_first=True).to(DT)
+    x = torch.randn(B, T, D, dtype=DT)
+    att = torch.randn(H, dtype=DT)
+    ref = run(rnn, rnn, x.requires_grad_(), None, "mean", True, att, False)
+    got = run(membptt.wrap(rnn, memory=8, repeats=1), rnn, x, None, "mean", True, att, False)
+    assert max_rel_err(got[3], ref[3]) <= 1e-10
