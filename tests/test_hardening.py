@@ -539,6 +539,22 @@ def test_bench_workload_sizes_are_checked_before_building(capsys, nothing_built,
     assert expect in _one_line_error(code, capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("argv,expect", [
+    (["--method", "full,full-fused", "--segments", "4"], "--segments 4 is used by the "
+                                                         "torch-checkpoint* methods"),
+    (["--method", "full,torch-checkpoint", "--memory", "5%"], "--memory '5%' is used by"),
+    (["--method", "full,full-plan", "--memory", "5"], "other than full-plan"),
+    (["--method", "full", "--alpha", "3"], "--alpha 3.0 is used by the plan methods"),
+])
+def test_bench_options_no_method_uses_are_refused(capsys, nothing_built, argv, expect):
+    """Issue 23, finding 14: command options that no method of the group uses were silently
+    ignored (a typo'd method list measured something else than asked)."""
+    from membptt.measure.cli import run_bench
+
+    code = run_bench(_bench_args([*SMALL23, *argv]))
+    assert expect in _one_line_error(code, capsys.readouterr().err)
+
+
 def test_run_point_refuses_a_duplicate_before_building(monkeypatch):
     from membptt.measure import bench
     from membptt.measure.workload import WorkloadConfig

@@ -153,7 +153,7 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
     from ..planning.budget import parse_memory
     from ..planning.strategies import STRATEGIES
     from .bench import check_methods, peak_reference
-    from .methods import METHODS, PlanMethod, parse_method_spec
+    from .methods import METHODS, PlanMethod, TorchCheckpoint, parse_method_spec
     from .results import check_output_path
     from .workload import WorkloadConfig, check_workload
 
@@ -198,6 +198,19 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
             raise ValueError(f"{where} {budget!r} must be positive (at least 1 unit)")
         return kind
 
+    classes = [METHODS[specs[m][0]] for m in methods]
+    users = {"segments": [c for c in classes if issubclass(c, TorchCheckpoint)],
+             "alpha": [c for c in classes if issubclass(c, PlanMethod)],
+             "beta": [c for c in classes if issubclass(c, PlanMethod)],
+             "memory": [c for c in classes if issubclass(c, PlanMethod)
+                        and not c.ignores_budget]}
+    for key, used_by in users.items():  # an option no method uses would be silently ignored
+        if getattr(args, key) is not None and not used_by:
+            who = ("the torch-checkpoint* methods" if key == "segments" else
+                   "the plan methods other than full-plan" if key == "memory" else
+                   "the plan methods")
+            raise ValueError(f"--{key} {getattr(args, key)!r} is used by {who}, and none of "
+                             f"--method {','.join(methods)} is one: it would be ignored")
     memory = args.memory
     if memory is not None and checked(memory, "--memory") == "units":
         memory = int(str(memory).strip())
