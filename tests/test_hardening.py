@@ -555,6 +555,28 @@ def test_bench_options_no_method_uses_are_refused(capsys, nothing_built, argv, e
     assert expect in _one_line_error(code, capsys.readouterr().err)
 
 
+def test_a_point_that_fails_whole_keeps_the_old_csv_and_speaks_under_q(monkeypatch, capsys,
+                                                                        good_csv):
+    """Issue 23, finding 1: a failure of the whole point replaced a good --out with error rows
+    and printed nothing under -q."""
+    from membptt.measure import bench
+    from membptt.measure.cli import run_bench
+    from membptt.measure.results import read_rows
+
+    def broken(*a, **k):
+        raise RuntimeError("the data could not be built")
+
+    monkeypatch.setattr(bench, "make_workload", broken)
+    before = good_csv.read_bytes()
+    code = run_bench(_bench_args(["--method", "full", *SMALL23, "--out", str(good_csv)]))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "full: error: RuntimeError: the data could not be built" in err
+    assert good_csv.read_bytes() == before and "left as it was" in err
+    saved = _fallbacks(good_csv.parent)
+    assert len(saved) == 1 and read_rows(saved[0])[0]["status"] == "error"
+
+
 def test_run_point_refuses_a_duplicate_before_building(monkeypatch):
     from membptt.measure import bench
     from membptt.measure.workload import WorkloadConfig

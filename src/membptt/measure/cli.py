@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 
 __all__ = ["add_bench_parser", "run_bench", "main", "EXIT_UNSAVED"]
@@ -284,7 +285,6 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     group = args.group
     if group is None:
         import datetime
-        import os
         import socket
 
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -312,6 +312,9 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                      "batch": args.batch, "model": args.model}
                     for m in methods]
             code = 0 if status in ("oom", "infeasible") else 1
+            whole_point_failed = True
+        else:
+            whole_point_failed = False
         rows = [{**r, **prov} for r in rows]
         if not args.quiet:
             _print_table(rows)
@@ -320,6 +323,16 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 if r["status"] == "error":
                     print(f"membptt: bench: {r.get('label') or r['method']}: error: "
                           f"{r.get('message')}", file=sys.stderr)
+        if args.out is not None and whole_point_failed and os.path.exists(args.out):
+            # nothing was measured: an existing --out (earlier measurements) is not replaced
+            # by rows that only say so; they go beside it
+            from .results import save_fallback
+
+            where = save_fallback(args.out, rows)
+            print(f"membptt: bench: nothing was measured ({rows[0]['status']}); --out "
+                  f"{args.out!r} is left as it was"
+                  + (f", the rows are in {where!r}" if where else ""), file=sys.stderr)
+            return code
         if args.out is not None:
             try:
                 write_rows(args.out, rows)
