@@ -31,6 +31,7 @@ import argparse
 import csv
 import gc
 import io
+import math
 import platform
 import statistics
 import sys
@@ -45,7 +46,7 @@ from membptt.measure.methods import make_method
 from membptt.measure.results import atomic_write_text
 from membptt.measure.timing import time_interleaved
 from membptt.measure.workload import WorkloadConfig, make_workload
-from membptt.planning import Backward, Drop, Forward, dp, predict
+from membptt.planning import Backward, Drop, Forward, Prices, dp, predict
 from membptt.planning.budget import parse_memory
 from membptt.planning.strategies import _balanced
 
@@ -73,18 +74,33 @@ def checkpoint_ops(T: int, K: int):
 
 def best_checkpoint(T: int, costs, budget: int, max_k: int = 4096):
     """(K, predicted seconds, predicted peak) of the fastest one-level fused checkpoint whose
-    predicted peak fits ``budget``, or None. Peaks of ``K`` segments fall as ``K`` grows until
-    the stored inputs dominate; every ``K`` up to ``min(T, max_k)`` is priced."""
+    predicted peak fits ``budget``, or None.
+
+    Every ``K`` up to ``min(T, max_k)`` is priced in closed form from the same prices the
+    replay uses (segment ``j`` of ``L_j`` steps: a graph-free run of ``L_j`` before it in the
+    first sweep unless it is the last, one fused call with graph and its backward; while it
+    is the core, ``j - 1`` stored inputs and its lone working set), and the chosen ``K`` is
+    replayed by :func:`membptt.planning.predict` on its own schedule to confirm both numbers.
+    """
+    prices = Prices(costs, None, None)
     best = None
     for K in range(1, min(T, max_k) + 1):
-        stored = (K - 1) * costs.hidden_bytes
-        if stored > budget:
+        if (K - 1) * costs.hidden_bytes > budget:
             break
-        ops, ends = checkpoint_ops(T, K)
-        p = predict(ops, T, costs, segment_ends=ends)
-        if p.peak_bytes is not None and p.peak_bytes <= budget and (
-                best is None or p.total_cost < best[1]):
-            best = (K, p.total_cost, p.peak_bytes)
+        lens = _balanced(T, K)
+        peak = max((j * costs.hidden_bytes + prices.core(L) for j, L in enumerate(lens)))
+        if peak > budget:
+            continue
+        secs = (sum(prices.run(L) for L in lens[:-1])
+                + sum(prices.forward(L) + prices.backward(L) for L in lens))
+        if best is None or secs < best[1]:
+            best = (K, secs, peak)
+    if best is None:
+        return None
+    ops, ends = checkpoint_ops(T, best[0])
+    p = predict(ops, T, costs, segment_ends=ends)
+    assert math.isclose(p.total_cost, best[1], rel_tol=1e-9) and p.peak_bytes == best[2], (
+        p, best)
     return best
 
 

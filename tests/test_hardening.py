@@ -451,3 +451,355 @@ def test_rss_child_dies_with_a_killed_parent():
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the RSS child outlived its killed parent"
+
+
+# == issue 23 (hardening, round 2) ===============================================================
+# `SMALL` of the issue: every check below runs before the workload is built (exit 2, one line),
+# a failed final write loses nothing (exit 3), and `membptt plan --json` is strict JSON.
+
+SMALL23 = ["--seq-len", "8", "--hidden", "4", "--batch", "2", "--input-size", "3", "--classes",
+           "3", "--repeats", "3", "--warmup", "0", "--no-rss", "--threads", "1", "-q"]
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Fail the test if a workload is built or a point measured (the checks come first)."""
+    from membptt.measure import bench
+
+    def fail(*a, **k):
+        raise AssertionError("the workload was built before the arguments were checked")
+
+    monkeypatch.setattr(bench, "run_point", fail)
+    monkeypatch.setattr(bench, "make_workload", fail)
+
+
+@pytest.fixture
+def good_csv(tmp_path):
+    from membptt.measure.results import write_rows
+
+    path = tmp_path / "eq.csv"
+    write_rows(path, [{"method": "full", "label": "full", "status": "ok", "time_median_s": 1.0}])
+    return path
+
+
+@pytest.mark.parametrize("methods,expect", [
+    # peak() references: a typo, the method itself, a reference to a method whose budget is
+    # itself a peak() reference, unbalanced parentheses
+    ("full,msm:memory=peak(ful)", "needs 'ful' among the group's methods (did you mean 'full'?)"),
+    ("full,msm:memory=peak(msm:memory=peak(full))", "needs 'msm:memory=peak(full)'"),
+    ("full,msm:memory=peak(full),hsm:memory=peak(msm:memory=peak(full))",
+     "whose budget is itself a peak() reference"),
+    ("full,msm:memory=peak(full))", "unbalanced parentheses"),
+    ("full,msm:memory=peak(full", "unbalanced parentheses"),
+    # options prepare() refused after measuring
+    ("full,torch-checkpoint:segments=0", "segments must be an integer from 1 to the sequence "
+                                         "length 8, got 0"),
+    ("full,torch-checkpoint-fused:segments=9", "got 9"),
+    ("full,msm:memory=5:alpha=nan", "alpha must be a finite number >= 1"),
+    ("full,msm:memory=5:alpha=inf", "alpha must be a finite number >= 1"),
+    ("full,msm:memory=5:alpha=0.5", "alpha must be a finite number >= 1"),
+    ("full,msm:memory=5:beta=nan", "beta must be a finite number >= 1"),
+    ("full,msm:memory=5:alpha=2:beta=4", "beta must be <= alpha"),
+    ("full,msm:memory=5:block=4", "use msm-measured"),
+    ("full,hsm:memory=5:planner=blocks", "use hsm-measured"),
+    ("full,msm-measured:memory=5:block=0", "an integer block length >= 1"),
+    ("full,msm-measured:memory=5:planner=chains", "planner 'chains' does not apply"),
+    ("full,chen-measured:memory=5:block=4", "does not apply to strategy 'chen'"),
+    # options that were silently ignored
+    ("full,full:segments=4", "option segments=4 is not used by method 'full'"),
+    ("full,chen:segments=3", "option segments=3 is not used by method 'chen'"),
+    ("full,torch-checkpoint:memory=5", "option memory='5' is not used by method"),
+    ("full,full-plan:memory=5", "is not used by method 'full-plan'"),
+    # a spec given twice: one timing copied into two rows
+    ("full,full", "method 'full' is given twice"),
+    ("full,msm:memory=5,msm:memory=5", "method 'msm:memory=5' is given twice"),
+])
+def test_bench_specs_are_checked_before_the_workload(capsys, nothing_built, good_csv, methods,
+                                                     expect):
+    """Issue 23, findings 1 and 3: these were measured first and then replaced --out with
+    error rows (exit 1), or (full,full) wrote one timing twice."""
+    from membptt.measure.cli import run_bench
+
+    before = good_csv.read_bytes()
+    code = run_bench(_bench_args(["--method", methods, *SMALL23, "--out", str(good_csv)]))
+    line = _one_line_error(code, capsys.readouterr().err)
+    assert expect in line, line
+    assert good_csv.read_bytes() == before  # the good CSV is untouched
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--method", "full,reversible", "--model", "rev-gru", "--hidden", "3"],
+     "--model rev-gru with hidden=3"),
+    (["--method", "full", "--seq-len", "1000000000", "--batch", "64"], "above this machine's"),
+])
+def test_bench_workload_sizes_are_checked_before_building(capsys, nothing_built, argv, expect):
+    from membptt.measure.cli import run_bench
+
+    code = run_bench(_bench_args([*SMALL23, *argv]))
+    assert expect in _one_line_error(code, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--method", "full,full-fused", "--segments", "4"], "--segments 4 is used by the "
+                                                         "torch-checkpoint* methods"),
+    (["--method", "full,torch-checkpoint", "--memory", "5%"], "--memory '5%' is used by"),
+    (["--method", "full,full-plan", "--memory", "5"], "other than full-plan"),
+    (["--method", "full", "--alpha", "3"], "--alpha 3.0 is used by the plan methods"),
+])
+def test_bench_options_no_method_uses_are_refused(capsys, nothing_built, argv, expect):
+    """Issue 23, finding 14: command options that no method of the group uses were silently
+    ignored (a typo'd method list measured something else than asked)."""
+    from membptt.measure.cli import run_bench
+
+    code = run_bench(_bench_args([*SMALL23, *argv]))
+    assert expect in _one_line_error(code, capsys.readouterr().err)
+
+
+def test_a_point_that_fails_whole_keeps_the_old_csv_and_speaks_under_q(monkeypatch, capsys,
+                                                                        good_csv):
+    """Issue 23, finding 1: a failure of the whole point replaced a good --out with error rows
+    and printed nothing under -q."""
+    from membptt.measure import bench
+    from membptt.measure.cli import run_bench
+    from membptt.measure.results import read_rows
+
+    def broken(*a, **k):
+        raise RuntimeError("the data could not be built")
+
+    monkeypatch.setattr(bench, "make_workload", broken)
+    before = good_csv.read_bytes()
+    code = run_bench(_bench_args(["--method", "full", *SMALL23, "--out", str(good_csv)]))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "full: error: RuntimeError: the data could not be built" in err
+    assert good_csv.read_bytes() == before and "left as it was" in err
+    saved = _fallbacks(good_csv.parent)
+    assert len(saved) == 1 and read_rows(saved[0])[0]["status"] == "error"
+
+
+def test_run_point_refuses_a_duplicate_before_building(monkeypatch):
+    from membptt.measure import bench
+    from membptt.measure.workload import WorkloadConfig
+
+    monkeypatch.setattr(bench, "make_workload", lambda *a: pytest.fail("built a workload"))
+    cfg = bench.BenchConfig(methods=["full", "full"], workload=WorkloadConfig(seq_len=4))
+    with pytest.raises(ValueError, match="given twice"):
+        bench.run_point(cfg, log=lambda *a: None)
+
+
+def test_global_peak_budget_does_not_make_full_refer_to_itself():
+    from membptt.measure.bench import check_methods
+
+    checks = check_methods(["full", "msm"], {"memory": "peak(full)"}, 8)
+    assert [c.peak_of for c in checks] == [None, "full"]
+
+
+@pytest.mark.parametrize("name,expect", [
+    ("loop", "a symbolic link that loops"),
+    ("a" * 300, "300 bytes, above the file system's limit"),
+    ("sub.csv/", "names a directory"),
+    ("sub/.", "names a directory"),
+    ("sub/..", "names a directory"),
+])
+def test_bench_output_names_are_one_line_errors(tmp_path, monkeypatch, capsys, nothing_built,
+                                                 name, expect):
+    """Issue 23, findings 12 and 14: a symlink loop and a 300-byte name were tracebacks; a
+    trailing slash wrote the file `sub.csv` instead."""
+    from membptt.measure.cli import run_bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to("loop")
+    code = run_bench(_bench_args(["--method", "full", *SMALL23, "--out", name]))
+    assert expect in _one_line_error(code, capsys.readouterr().err)
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_a_name_near_the_limit_can_be_written(tmp_path):
+    """A 250-byte name is valid; the temporary file beside it used to be too long."""
+    from membptt.measure.results import check_output_path, read_rows, write_rows
+
+    path = tmp_path / ("b" * 246 + ".csv")
+    check_output_path(path)
+    write_rows(path, [{"method": "full"}])
+    assert read_rows(path)[0]["method"] == "full"
+
+
+def test_a_file_that_cannot_be_renamed_over_is_refused(tmp_path, monkeypatch):
+    """Issue 23, finding 2: another user's file in a sticky directory passed the check (a file
+    can be created there) and then failed with PermissionError on the rename, after measuring.
+    (As another user: this test runs as whoever runs it, so the euid is faked.)"""
+    from membptt.measure import results
+
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    target = sticky / "theirs.csv"
+    target.write_text("method\nfull\n")
+    owner = os.stat(target).st_uid
+    monkeypatch.setattr(results.os, "geteuid", lambda: owner + 1)
+    with pytest.raises(ValueError, match="sticky directory"):
+        results.check_output_path(target)
+    results.check_output_path(sticky / "mine.csv")  # a new file there is fine
+
+
+def _immutable(path: Path) -> bool:
+    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_an_immutable_file_is_refused(tmp_path):
+    from membptt.measure.results import check_output_path
+
+    target = tmp_path / "frozen.csv"
+    target.write_text("x\n")
+    if not _immutable(target):
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(ValueError, match="immutable"):
+            check_output_path(target)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)])
+
+
+def _fallbacks(where: Path) -> list[Path]:
+    return sorted(where.glob("*.unsaved-*"))
+
+
+def test_a_failed_rename_keeps_the_measurement(tmp_path, monkeypatch, capsys, good_csv):
+    """Issue 23, finding 2: PermissionError on the final rename threw the measurement away
+    (traceback). Now: the table on stdout (under -q too), the rows next to the target, one line
+    saying where, exit 3; the old file is untouched."""
+    from membptt.measure import results
+    from membptt.measure.cli import EXIT_UNSAVED, run_bench
+
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if Path(dst) == good_csv:
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(results.os, "replace", replace)
+    before = good_csv.read_bytes()
+    code = run_bench(_bench_args(["--method", "full,torch-checkpoint", *SMALL23,
+                                  "--out", str(good_csv)]))
+    out, err = capsys.readouterr()
+    assert code == EXIT_UNSAVED == 3
+    assert good_csv.read_bytes() == before
+    saved = _fallbacks(good_csv.parent)
+    assert len(saved) == 1 and saved[0].name.startswith("eq.unsaved-"), saved
+    rows = results.read_rows(saved[0])
+    assert [r["label"] for r in rows] == ["full", "torch-checkpoint"]
+    assert all(r["status"] == "ok" and float(r["time_median_s"]) > 0 for r in rows)
+    assert "Operation not permitted" in err and str(saved[0]) in err
+    assert "torch-checkpoint" in out and "time_med_s" in out  # the table, despite -q
+    assert not list(good_csv.parent.glob(".eq.csv.*"))  # no temporary left
+
+
+def test_a_directory_gone_mid_run_is_not_a_bad_argument(tmp_path, monkeypatch, capsys):
+    """Issue 23, finding 2: the target's directory made unusable while measuring gave exit 2
+    ("bad arguments") and lost the rows. (Unusable here: replaced by a file, which stops root
+    too; a read-only directory does not.) The rows go to the temporary directory."""
+    from membptt.measure import bench
+    from membptt.measure.cli import EXIT_UNSAVED
+    from membptt.measure.results import read_rows
+
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(spare))
+    out_dir = tmp_path / "out"
+    real = bench.run_point
+
+    def run_and_break(*a, **k):
+        res = real(*a, **k)
+        out_dir.rmdir()
+        out_dir.write_text("not a directory any more")
+        return res
+
+    monkeypatch.setattr(bench, "run_point", run_and_break)
+    code = main(["bench", "--method", "full", *SMALL23, "--out", str(out_dir / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == EXIT_UNSAVED, err
+    saved = _fallbacks(spare)
+    assert len(saved) == 1 and read_rows(saved[0])[0]["status"] == "ok"
+    assert str(saved[0]) in err
+
+
+def test_a_write_error_puts_the_rows_on_stderr(tmp_path, good_csv):
+    """Issue 23, finding 2: `ulimit -f 2` (no file can be written at all) was a traceback
+    `OSError: File too large`; now the rows come out on stderr, exit 3."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    before = good_csv.read_bytes()
+    env = {**ENV, "TMPDIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "membptt.cli", "bench", "--method",
+                        "full,torch-checkpoint", *SMALL23, "--out", str(good_csv)],
+                       env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "File too large" in r.stderr and "Traceback" not in r.stderr
+    assert good_csv.read_bytes() == before
+    text = r.stderr.split("-----\n", 1)[1].split("----- end of unsaved rows", 1)[0]
+    import csv as _csv
+    import io as _io
+
+    rows = list(_csv.DictReader(_io.StringIO(text)))
+    assert [x["label"] for x in rows] == ["full", "torch-checkpoint"]
+    assert all(x["status"] == "ok" for x in rows)
+
+
+# -- `membptt plan`: strict JSON, a table limit the machine can hold, cost-file names ----------
+
+def test_plan_json_is_strict(monkeypatch, capsys):
+    """Issue 23, finding 4 (the CLI's part): `--json` printed `Infinity`, which strict parsers
+    refuse; every non-finite number is now null."""
+    from membptt.planning.plan import Plan
+
+    real = Plan.to_dict
+    monkeypatch.setattr(Plan, "to_dict", lambda self, **k: {**real(self, **k),
+                                                            "predicted_cost": float("inf"),
+                                                            "x": [float("nan"), 1.5]})
+
+    def refuse(name):
+        raise AssertionError(f"not strict JSON: {name}")
+
+    code, out, _ = _cli(["plan", "--strategy", "hsm", "--seq-len", "10", "--memory", "3",
+                         "--json"], capsys)
+    assert code == 0
+    d = json.loads(out, parse_constant=refuse)
+    assert d["predicted_cost"] is None and d["x"] == [None, 1.5]
+    assert d["forward_ops"] == membptt.plan("hsm", 10, 3).forward_ops
+
+
+def test_plan_table_limit_above_the_machine_is_refused(capsys):
+    """Issue 23, finding 10: a limit above the machine's memory let the DP try (MemoryError)."""
+    from membptt.cli import machine_memory_bytes
+
+    have = machine_memory_bytes()
+    if have is None:
+        pytest.skip("the machine's memory is unknown here")
+    code, _, err = _cli(["plan", "--strategy", "hsm", "--seq-len", "10", "--memory", "3",
+                         "--max-table-mib", str(2 * have // 2**20)], capsys)
+    assert "above this machine's memory" in _one_line_error(code, err)
+    code, _, _ = _cli(["plan", "--strategy", "hsm", "--seq-len", "10", "--memory", "3",
+                       "--max-table-mib", str(have // 2**21)], capsys)
+    assert code == 0
+
+
+@pytest.mark.parametrize("data,expect,never", [
+    ({"hidden_bytes": 0}, "hidden_bytes must be", "CostModel."),
+    ({"segments": {"lengths": [1], "forward": [1.0], "backward": [1.0], "stored_bytes": [8],
+                   "beta_bytes": [8], "working_bytes": [8], "run_lengths": [1],
+                   "run_seconds": [-1.0]}}, "segments.run_seconds must", "SegmentCosts."),
+])
+def test_cost_file_errors_name_the_file_and_the_field(tmp_path, capsys, data, expect, never):
+    """Issue 23, finding 14: cost-file errors named `CostModel.`/`SegmentCosts.` fields the
+    user never wrote, and no file."""
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(data))
+    code, _, err = _cli(["plan", "--strategy", "msm", "--seq-len", "10", "--memory", "5",
+                         "--costs", str(path)], capsys)
+    line = _one_line_error(code, err)
+    assert str(path) in line and expect in line and never not in line, line

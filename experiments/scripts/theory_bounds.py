@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 import pandas as pd
+import theory_limits
+from measure_lock import hold
 from pipeline_common import finish, length_grid, start, write_csv
 
 from membptt.planning import dp
@@ -39,7 +41,7 @@ def main(smk):
     p = smk.params
     ms = sorted(int(m) for m in p.memories)
     T = int(p.max_len)
-    tab = dp.solve(T, max(ms), dp.hsm_family())
+    tab = theory_limits.solve(smk, T, max(ms), dp.hsm_family(), "theory.bounds")
     # 1. closed form equals the DP on the whole table
     mismatches = 0
     for m in range(1, max(ms) + 1):
@@ -67,6 +69,7 @@ def main(smk):
     curves["a"] = curves["a"].astype("Int64")
     # 3. numeric claim on every cell t < claim_max_len, m < claim_max_memory (closed form)
     tmax, mmax = int(p.claim_max_len) - 1, int(p.claim_max_memory) - 1
+    theory_limits.check_arrays(smk, 6 * 8 * tmax, "theory.bounds.claim_max_len")
     worst, worst_at = 0.0, None
     upper_ok = True
     t = np.arange(1, tmax + 1, dtype=np.float64)
@@ -123,4 +126,5 @@ def main(smk):
 
 
 if __name__ == "__main__":
-    main(snakemake)  # noqa: F821
+    with hold("shared", "theory_bounds"):  # never beside a measuring group (measure_lock.py)
+        main(snakemake)  # noqa: F821

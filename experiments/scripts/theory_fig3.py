@@ -5,6 +5,7 @@ backward counts, peak memory from the simulator, the DP cost, and the trace in t
 """
 
 import pandas as pd
+from measure_lock import hold
 from pipeline_common import finish, start, write_csv
 
 import membptt
@@ -39,4 +40,5 @@ def main(smk):
 
 
 if __name__ == "__main__":
-    main(snakemake)  # noqa: F821
+    with hold("shared", "theory_fig3"):  # never beside a measuring group (measure_lock.py)
+        main(snakemake)  # noqa: F821

@@ -8,6 +8,8 @@ longer t computed.
 
 import numpy as np
 import pandas as pd
+import theory_limits
+from measure_lock import hold
 from pipeline_common import finish, start, write_csv
 
 from membptt.planning import dp
@@ -18,9 +20,9 @@ def main(smk):
     alpha = int(smk.params.alpha)
     ks = [int(k) for k in smk.params.budgets_internal]
     T = int(smk.params.max_len)
-    hsm = dp.solve(T, alpha * max(ks), dp.hsm_family())
-    ism = dp.solve(T, max(ks), dp.ism_family())
-    msm = dp.solve(T, alpha * max(ks), dp.msm_family(alpha))
+    hsm = theory_limits.solve(smk, T, alpha * max(ks), dp.hsm_family(), "theory.fig6")
+    ism = theory_limits.solve(smk, T, max(ks), dp.ism_family(), "theory.fig6")
+    msm = theory_limits.solve(smk, T, alpha * max(ks), dp.msm_family(alpha), "theory.fig6")
     t = np.arange(1, T + 1)
     curves, cross = [], []
     for k in ks:
@@ -57,4 +59,5 @@ def main(smk):
 
 
 if __name__ == "__main__":
-    main(snakemake)  # noqa: F821
+    with hold("shared", "theory_fig6"):  # never beside a measuring group (measure_lock.py)
+        main(snakemake)  # noqa: F821

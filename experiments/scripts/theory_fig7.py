@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 import pandas as pd
+import theory_limits
+from measure_lock import hold
 from pipeline_common import finish, length_grid, start, write_csv
 
 import membptt
@@ -32,7 +34,8 @@ def main(smk):
         alpha = beta + 1
         T = max(lengths)
         M = math.ceil(2 * math.sqrt(T) * (1 + beta)) + alpha
-        tab = dp.solve(T, M, dp.msm_family(alpha, beta))
+        tab = theory_limits.solve(smk, T, M, dp.msm_family(alpha, beta),
+                                  f"theory.fig7 (beta={beta})")
         print(f"beta={beta}: dp.solve({T}, {M}) done", flush=True)
         for t in lengths:
             chen_mem = math.sqrt(t) * (1 + beta)
@@ -65,4 +68,5 @@ def main(smk):
 
 
 if __name__ == "__main__":
-    main(snakemake)  # noqa: F821
+    with hold("shared", "theory_fig7"):  # never beside a measuring group (measure_lock.py)
+        main(snakemake)  # noqa: F821

@@ -40,7 +40,16 @@ def _load_costs(path: str | None) -> CostModel | None:
     if unknown:
         raise ValueError(f"cost model file {path!r} has unknown keys {unknown}; valid keys: "
                          + ", ".join(sorted(fields)))
-    return CostModel(**data)
+    try:
+        return CostModel(**data)
+    except (ValueError, TypeError) as e:  # named as the file spells it: segments.forward
+        import re
+
+        text = re.sub(r"\bCostModel\.segments: ", "segments: ", str(e))
+        text = re.sub(r"\bSegmentCosts\.__init__\(\)", "segments", text)
+        text = re.sub(r"\bSegmentCosts\.(\w+)", r"segments.\1", text)
+        text = re.sub(r"\bCostModel\.(\w+)", r"\1", text)
+        raise ValueError(f"cost model file {path!r}: {text}") from None
 
 
 def _block_value(text: str):
@@ -99,6 +108,26 @@ def _add_plan_parser(sub) -> None:
     p.add_argument("--ops", action="store_true", help="print the ops, one compact token each")
 
 
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine, or of the cgroup the process runs in when that is
+    less (``memory.max``); None where neither can be read."""
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            sizes.append(int(text))
+    sizes = [n for n in sizes if n > 0]
+    return min(sizes) if sizes else None
+
+
 def _table_bytes(mib) -> int | None:
     if mib is None:
         return None
@@ -107,7 +136,27 @@ def _table_bytes(mib) -> int | None:
     if not math.isfinite(mib) or mib <= 0 or mib * 2**20 >= 2**63:
         raise ValueError(f"--max-table-mib must be a positive number of MiB below 2**43, "
                          f"got {mib!r}")
+    have = machine_memory_bytes()
+    if have is not None and mib * 2**20 > have:
+        raise ValueError(f"--max-table-mib {mib:g} is above this machine's memory "
+                         f"({have / 2**20:,.0f} MiB): a table that large could not be "
+                         f"allocated; give at most {have // 2**20} (and leave room for the "
+                         "rest of the process)")
     return max(1, int(mib * 2**20))
+
+
+def _strict_json(obj):
+    """``obj`` with every non-finite float (inf, nan) as None: strict JSON (RFC 8259) has no
+    ``Infinity`` or ``NaN``, and ``json.dumps(..., allow_nan=False)`` refuses them."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 def _run_plan(args) -> int:
@@ -120,7 +169,7 @@ def _run_plan(args) -> int:
         d = p.to_dict(with_ops=args.ops)
         if args.trace:
             d["trace"] = p.trace()
-        print(json.dumps(d))
+        print(json.dumps(_strict_json(d), allow_nan=False))
         return 0
     print(p)
     if p.budget is not None:
@@ -182,6 +231,13 @@ def main(argv=None) -> int:
             return run_bench(args)
     except ValueError as e:
         print(f"membptt: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:  # a plan the limits let through and the machine could not hold
+        if args.command != "plan":
+            raise
+        print("membptt: error: out of memory while planning: give a smaller budget or a "
+              "shorter sequence, or a lower --max-table-mib (tables are refused above it "
+              "before they are allocated)", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `membptt plan ... --ops | head`: the reader left, not an error
         devnull = os.open(os.devnull, os.O_WRONLY)

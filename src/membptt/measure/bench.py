@@ -36,7 +36,7 @@ from .rss import measure_rss
 from .timing import time_interleaved
 from .workload import Workload, WorkloadConfig, make_workload
 
-__all__ = ["BenchConfig", "run_point", "grad_error", "classify_exception", "round_ratios",
+__all__ = ["BenchConfig", "run_point", "check_methods", "MethodCheck", "grad_error", "classify_exception", "round_ratios",
            "ratio_columns", "EXIT_OK", "EXIT_ERROR"]
 
 EXIT_OK = 0
@@ -125,6 +125,7 @@ class _Entry:
         self.name = name
         self.spec = name  # the method spec as given (name plus its own options)
         self.options: dict = {}
+        self.peak_of: str | None = None  # the spec whose measured peak is this budget
         self.method = method
         self.row: dict = {"method": name, "status": "ok", "message": ""}
 
@@ -144,6 +145,88 @@ def peak_reference(memory) -> str | None:
         if m:
             return m.group(1).strip()
     return None
+
+
+@dataclass(frozen=True)
+class MethodCheck:
+    """One method of a group, checked: its spec, name, merged options and, for a budget
+    ``peak(SPEC)``, the spec of the group's method whose peak it is (else None)."""
+
+    spec: str
+    name: str
+    options: dict
+    peak_of: str | None = None
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def check_methods(methods: list[str], options: dict | None, seq_len: int) -> list[MethodCheck]:
+    """Check a group's method specs before any workload is built; raises ``ValueError``.
+
+    Refused: an empty list; a spec given twice (its rows would share one timing); specs that do
+    not parse or have unbalanced parentheses; per-method options the method does not use or
+    would refuse in ``prepare`` (:meth:`Method.check_options`: ``segments`` outside 1..T,
+    ``alpha=nan``, ``beta > alpha``, ``block=`` on a method that is not ``-measured``, ...);
+    and ``memory=peak(SPEC)`` budgets whose ``SPEC`` is not one of the group's methods, is the
+    method itself, or has a ``peak()`` budget of its own (so no chain and no cycle)."""
+    methods = list(methods)
+    if not methods:
+        raise ValueError("no method given")
+    seen = set()
+    for m in methods:
+        if m in seen:
+            raise ValueError(f"method {m!r} is given twice; every spec is timed once and "
+                             "writes one row (give different options to compare two)")
+        seen.add(m)
+    parsed = {}
+    for m in methods:
+        if isinstance(m, str) and not _balanced(m):
+            raise ValueError(f"{m}: unbalanced parentheses (a peak reference is written "
+                             "memory=peak(SPEC))")
+        name, own = parse_method_spec(m)
+        merged = {**(options or {}), **own}
+        try:
+            get_method(name).check_options(own, merged, seq_len)
+        except ValueError as e:
+            raise ValueError(f"{m}: {e}") from None
+        parsed[m] = (name, merged)
+
+    def budget_ref(spec: str) -> str | None:
+        name, merged = parsed[spec]
+        cls = get_method(name)
+        if not cls.uses_budget or getattr(cls, "ignores_budget", False):
+            return None  # the method ignores memory: no reference to resolve
+        return peak_reference(merged.get("memory"))
+
+    out = []
+    for m in methods:
+        ref = budget_ref(m)
+        if ref is not None:
+            where = f"{m}: memory=peak({ref})"
+            if ref == m:
+                raise ValueError(f"{where} refers to the method itself; name another method "
+                                 f"of the group: {', '.join(x for x in methods if x != m)}")
+            if ref not in parsed:
+                import difflib
+
+                near = difflib.get_close_matches(ref, [x for x in methods if x != m], n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(f"{where} needs {ref!r} among the group's methods{hint}; "
+                                 f"they are: {', '.join(methods)}")
+            if budget_ref(ref) is not None:
+                raise ValueError(f"{where} refers to {ref!r}, whose budget is itself a peak() "
+                                 "reference; the referenced method needs a budget of its own "
+                                 "(chains and cycles of peak() references are refused)")
+        name, merged = parsed[m]
+        out.append(MethodCheck(m, name, merged, ref))
+    return out
 
 
 def _prepare(e: _Entry, log) -> None:
@@ -183,20 +266,20 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
     if cfg.baseline is not None and cfg.baseline not in cfg.methods:
         raise ValueError(f"baseline {cfg.baseline!r} is not one of the group's methods "
                          f"{list(cfg.methods)}")
+    wc = cfg.workload
+    checks = check_methods(cfg.methods, cfg.options, wc.seq_len)  # before building anything
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    wc = cfg.workload
     w = make_workload(wc)
     base = {"model": wc.model, "seq_len": wc.seq_len, "hidden": wc.hidden,
             "input_size": wc.input_size, "classes": wc.classes, "batch": wc.batch,
             "dtype": wc.dtype, "seed": wc.seed, "param_bytes": w.param_bytes()}
     entries: list[_Entry] = []
-    for spec in cfg.methods:
-        name, own = parse_method_spec(spec)
-        options = {**cfg.options, **own}
+    for c in checks:
+        spec, name, options = c.spec, c.name, dict(c.options)
         cls = get_method(name)
         e = _Entry(name, cls(w, options))
-        e.spec, e.options = spec, options
+        e.spec, e.options, e.peak_of = spec, options, c.peak_of
         e.row["label"] = spec
         e.row["exact"] = cls.exact
         if cls.uses_budget and options.get("memory") is not None:
@@ -210,12 +293,8 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
     by_spec = {e.spec: e for e in entries}
     deferred = []
     for e in entries:
-        ref = peak_reference(e.options.get("memory"))
-        if ref is not None:
-            if ref not in by_spec or peak_reference(by_spec[ref].options.get("memory")):
-                raise ValueError(f"{e.spec}: memory=peak({ref}) needs {ref!r} among the "
-                                 f"group's methods {list(by_spec)} (with a budget of its own)")
-            deferred.append((e, by_spec[ref]))
+        if e.peak_of is not None:  # resolved by check_methods
+            deferred.append((e, by_spec[e.peak_of]))
             continue
         _prepare(e, log)
     for e, ref in deferred:
@@ -228,11 +307,22 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
         _prepare(e, log)
 
     # 2. gradient check against `full` on the same batch
+    ref = None
     if cfg.grad_check and healthy():
-        ref_m = get_method("full")(w, {})
-        ref_m.prepare()
-        _one_iteration(w, ref_m)
-        ref = w.grads()
+        try:
+            ref_m = get_method("full")(w, {})
+            ref_m.prepare()
+            _one_iteration(w, ref_m)
+            ref = w.grads()
+            del ref_m
+        except Exception as exc:  # noqa: BLE001 - no reference: the methods still run
+            note = f"grad check skipped: the reference (full) failed: {_message(exc)}"
+            for e in healthy():
+                e.row["message"] = (e.row["message"] + " " + note).strip()
+            log(f"[bench] {note}")
+        w.zero_grad()
+        gc.collect()
+    if ref is not None:
         for e in healthy():
             try:
                 loss = _one_iteration(w, e.method)
@@ -240,7 +330,7 @@ def run_point(cfg: BenchConfig, log=print) -> tuple[list[dict], int]:
                 e.row["grad_error"] = grad_error(w.grads(), ref)
             except Exception as exc:  # noqa: BLE001
                 e.fail(exc)
-        del ref, ref_m
+        del ref
         w.zero_grad()
         gc.collect()
         log("[bench] grad errors: " + ", ".join(

@@ -11,9 +11,14 @@ in one process with interleaved timing and written as one row each: a *compariso
 (``--group``); every row has the per-round time ratio to the group's baseline (``--baseline``,
 default the first method). Exit status: 0 when every row is ``ok``,
 ``oom`` or ``infeasible`` (results, not crashes); 1 when a method raised an error (a bug; its
-row still says ``status=error`` and the message); 2 for invalid arguments, reported as one line
-``membptt: error: ...`` before anything is measured (:func:`validate_args`: method names,
-sizes, device, budget, alpha/beta, threads, segments, the output path).
+row still says ``status=error`` and the message, printed on stderr even under ``-q``); 2 only
+for invalid arguments, reported as one line ``membptt: error: ...`` before the workload is
+built (:func:`validate_args`: method names, duplicate specs, per-method options, ``peak()``
+references, the model's sizes, sizes, device, budget, alpha/beta, threads, segments, the
+output path); 3 when everything was measured but ``--out`` could not be written at the end (a
+full disk, ``ulimit -f``, a directory made read-only meanwhile): the table is printed and the
+rows are saved next to the target as ``<stem>.unsaved-<time>-<pid>.csv`` (else in the
+temporary directory, else on stderr), and a last line on stderr says where.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 
-__all__ = ["add_bench_parser", "run_bench", "main"]
+__all__ = ["add_bench_parser", "run_bench", "main", "EXIT_UNSAVED"]
+
+EXIT_UNSAVED = 3  # measured, but --out could not be written: the rows are saved elsewhere
 
 
 def _methods_help() -> str:
@@ -145,9 +153,10 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
     from ..models.registry import MODELS
     from ..planning.budget import parse_memory
     from ..planning.strategies import STRATEGIES
-    from .bench import peak_reference
-    from .methods import METHODS, PlanMethod, parse_method_spec
+    from .bench import check_methods, peak_reference
+    from .methods import METHODS, PlanMethod, TorchCheckpoint, parse_method_spec
     from .results import check_output_path
+    from .workload import WorkloadConfig, check_workload
 
     methods = [m.strip() for m in str(args.method).split(",") if m.strip()]
     bad = [m for m in methods if m.split(":", 1)[0].strip() not in METHODS]
@@ -190,9 +199,27 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
             raise ValueError(f"{where} {budget!r} must be positive (at least 1 unit)")
         return kind
 
+    classes = [METHODS[specs[m][0]] for m in methods]
+    users = {"segments": [c for c in classes if issubclass(c, TorchCheckpoint)],
+             "alpha": [c for c in classes if issubclass(c, PlanMethod)],
+             "beta": [c for c in classes if issubclass(c, PlanMethod)],
+             "memory": [c for c in classes if issubclass(c, PlanMethod)
+                        and not c.ignores_budget]}
+    for key, used_by in users.items():  # an option no method uses would be silently ignored
+        if getattr(args, key) is not None and not used_by:
+            who = ("the torch-checkpoint* methods" if key == "segments" else
+                   "the plan methods other than full-plan" if key == "memory" else
+                   "the plan methods")
+            raise ValueError(f"--{key} {getattr(args, key)!r} is used by {who}, and none of "
+                             f"--method {','.join(methods)} is one: it would be ignored")
     memory = args.memory
     if memory is not None and checked(memory, "--memory") == "units":
         memory = int(str(memory).strip())
+    try:  # duplicates, per-method options, peak() references
+        check_methods(methods, {"memory": memory, "alpha": args.alpha, "beta": args.beta,
+                                "segments": args.segments}, args.seq_len)
+    except ValueError as e:
+        raise ValueError(f"--method {e}") from None
     for m in methods:
         name, own = specs[m]
         cls = METHODS[name]
@@ -208,6 +235,10 @@ def validate_args(args: argparse.Namespace) -> tuple[list[str], object]:
                 and STRATEGIES[cls.strategy].needs_memory):
             raise ValueError(f"--method {m} needs --memory (units, bytes or a percentage, "
                              "e.g. --memory 5%)")
+    check_workload(WorkloadConfig(seq_len=args.seq_len, model=args.model, hidden=args.hidden,
+                                  batch=args.batch, input_size=args.input_size,
+                                  classes=args.classes, device="cpu", dtype=args.dtype,
+                                  seed=args.seed))
     if args.out is not None:
         check_output_path(args.out)
     return methods, memory
@@ -254,7 +285,6 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     group = args.group
     if group is None:
         import datetime
-        import os
         import socket
 
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -282,12 +312,62 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                      "batch": args.batch, "model": args.model}
                     for m in methods]
             code = 0 if status in ("oom", "infeasible") else 1
+            whole_point_failed = True
+        else:
+            whole_point_failed = False
         rows = [{**r, **prov} for r in rows]
+        if not args.quiet:
+            _print_table(rows)
+        else:  # quiet: no progress and no table, but never a silent failure
+            for r in rows:
+                if r["status"] == "error":
+                    print(f"membptt: bench: {r.get('label') or r['method']}: error: "
+                          f"{r.get('message')}", file=sys.stderr)
+        if args.out is not None and whole_point_failed and os.path.exists(args.out):
+            # nothing was measured: an existing --out (earlier measurements) is not replaced
+            # by rows that only say so; they go beside it
+            from .results import save_fallback
+
+            where = save_fallback(args.out, rows)
+            print(f"membptt: bench: nothing was measured ({rows[0]['status']}); --out "
+                  f"{args.out!r} is left as it was"
+                  + (f", the rows are in {where!r}" if where else ""), file=sys.stderr)
+            return code
         if args.out is not None:
-            write_rows(args.out, rows)
-    if not args.quiet:
-        _print_table(rows)
+            try:
+                write_rows(args.out, rows)
+            except (OSError, ValueError) as e:  # measured, and not lost: saved elsewhere
+                return _unsaved(args, rows, e)
     return code
+
+
+def _unsaved(args: argparse.Namespace, rows: list[dict], exc: BaseException) -> int:
+    """The rows could not be written to ``--out``: print the table (stdout), save the rows
+    next to the target, else in the temporary directory, else as CSV on stderr, say where
+    (stderr, first), and return :data:`EXIT_UNSAVED`."""
+    from .results import rows_csv, save_fallback
+
+    def say(text, stream):
+        try:
+            print(text, file=stream, flush=True)
+        except (OSError, ValueError):  # e.g. stderr is a file over `ulimit -f` too
+            pass
+
+    where = save_fallback(args.out, rows)
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    say(f"membptt: error: measured {len(rows)} row(s) but could not write --out "
+        f"{args.out!r} ({why}); the rows are saved "
+        + (f"in {where!r}" if where else "as CSV on stderr below (no file could be written)")
+        + f"; exit status {EXIT_UNSAVED}", sys.stderr)
+    if args.quiet:  # the table was not printed yet
+        try:
+            _print_table(rows)
+        except (OSError, ValueError):
+            pass
+    if where is None:
+        say(f"----- unsaved rows of --out {args.out!r} -----\n{rows_csv(rows)}"
+            "----- end of unsaved rows -----", sys.stderr)
+    return EXIT_UNSAVED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..planning.api import PLANNER_CHOICES
+from ..planning.api import PLANNER_CHOICES, check_planner
 from .workload import Workload
 
 __all__ = ["Method", "METHODS", "get_method", "Infeasible", "make_method", "parse_method_spec",
@@ -60,10 +60,25 @@ class Method:
     name: str = ""
     exact: bool = True  # gradients must equal ``full`` up to float reassociation
     uses_budget: bool = False
+    accepts: tuple[str, ...] = ()  # the spec options (name:key=value) this method uses
 
     def __init__(self, workload: Workload, options: dict | None = None):
         self.w = workload
         self.options = dict(options or {})
+
+    @classmethod
+    def check_options(cls, own: dict, options: dict, seq_len: int) -> None:
+        """Refuse, before any workload is built, what ``prepare`` would refuse after it.
+
+        ``own`` are the options of the method spec (``name:key=value``), ``options`` those
+        merged with the command's (``--segments``, ``--alpha``, ...). An option of the spec
+        that this method does not use is refused (it would be silently ignored); the
+        command's options apply to the methods that use them. Raises ``ValueError``."""
+        unused = [k for k in own if k not in cls.accepts]
+        if unused:
+            takes = ", ".join(cls.accepts) if cls.accepts else "no options"
+            raise ValueError(f"option {unused[0]}={own[unused[0]]!r} is not used by method "
+                             f"{cls.name!r} (it takes {takes}); it would be ignored")
 
     def prepare(self) -> None:
         pass
@@ -261,6 +276,12 @@ class TorchCheckpoint(Method):
     name = "torch-checkpoint"
     fused = False
     reentrant = False
+    accepts = ("segments",)
+
+    @classmethod
+    def check_options(cls, own: dict, options: dict, seq_len: int) -> None:
+        super().check_options(own, options, seq_len)
+        segment_count(options, seq_len)
 
     def prepare(self):
         if self.fused:
@@ -427,6 +448,47 @@ class PlanMethod(Method):
     measured = False
     uses_budget = True
     ignores_budget = False  # full-plan: standard BPTT through the executor, budget-free
+    accepts = ("memory", "alpha", "beta")  # and block for the -measured methods
+
+    @classmethod
+    def check_options(cls, own: dict, options: dict, seq_len: int) -> None:
+        """Options of the spec: memory (not for full-plan), alpha, beta, block (-measured
+        methods only); alpha/beta finite numbers >= 1 with beta <= alpha (as ``membptt.plan``
+        rounds them up), a block ``membptt.plan`` takes for this strategy."""
+        for key in ("planner", "block"):
+            if key in own and not cls.measured:
+                raise ValueError(f"option {key}={own[key]!r}: fused planners price calls by "
+                                 f"their measured costs; use {cls.strategy}-measured")
+        if "memory" in own and cls.ignores_budget:
+            raise ValueError(f"option memory={own['memory']!r} is not used by method "
+                             f"{cls.name!r} (it stores every state; it takes alpha, beta)")
+        accepts = cls.accepts + (("planner", "block") if cls.measured else ())
+        unused = [k for k in own if k not in accepts]
+        if unused:
+            raise ValueError(f"option {unused[0]}={own[unused[0]]!r} is not used by method "
+                             f"{cls.name!r} (it takes {', '.join(accepts)}); it would be "
+                             "ignored")
+        sizes = {}
+        for key in ("alpha", "beta"):
+            v = options.get(key)
+            if v is None:
+                continue
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or not 1 <= v < 2**63):
+                raise ValueError(f"{key} must be a finite number >= 1 (internal-state size in "
+                                 f"hidden-state units), got {v!r}")
+            sizes[key] = math.ceil(v)
+        if len(sizes) == 2 and sizes["beta"] > sizes["alpha"]:
+            raise ValueError(f"beta must be <= alpha (a stored input makes an internal state "
+                             f"smaller), got beta={options['beta']!r} > "
+                             f"alpha={options['alpha']!r}")
+        planner, block = options.get("planner", "auto"), options.get("block")
+        if cls.measured and (planner != "auto" or block is not None):
+            try:
+                check_planner(cls.strategy, planner, block)
+            except ValueError as e:
+                raise ValueError(f"option {'block' if block is not None else 'planner'}="
+                                 f"{block if block is not None else planner!r}: {e}") from None
 
     def prepare(self):
         import membptt

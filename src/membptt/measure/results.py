@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import errno
 import io
 import math
 import os
@@ -27,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["COLUMNS", "check_output_path", "provenance", "write_rows", "read_rows",
+           "save_fallback", "rows_csv",
            "atomic_write_text", "cpu_model", "git"]
 
 COLUMNS: tuple[str, ...] = (
@@ -148,28 +150,120 @@ def _refuse_special(path: Path) -> os.stat_result | None:
     return st
 
 
+def _tmp_prefix(name: str) -> str:
+    """The prefix of a temporary file beside ``name``: short enough for any file system (a
+    name near the 255-byte limit plus a random part and a suffix would exceed it)."""
+    return f".{name}." if len(os.fsencode(name)) <= 100 else ".membptt-out."
+
+
+_FS_IMMUTABLE, _FS_APPEND = 0x10, 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL (linux/fs.h)
+
+
+def _file_flags(path: Path) -> int:
+    """The inode flags of ``path`` (``FS_IOC_GETFLAGS``), 0 where they cannot be read."""
+    if sys.platform != "linux":
+        return 0
+    import array
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return 0
+    try:
+        buf = array.array("l", [0])
+        fcntl.ioctl(fd, 0x80086601, buf, True)  # FS_IOC_GETFLAGS
+        return int(buf[0])
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def _cannot_replace(target: Path, st: os.stat_result) -> str | None:
+    """Why an existing regular file cannot be renamed over (None when it can): an immutable or
+    append-only file, or a file of another user in a sticky directory (``/tmp``) that this
+    process does not own either (``rename`` then fails with ``EPERM`` after measuring)."""
+    flags = _file_flags(target)
+    if flags & _FS_IMMUTABLE:
+        return "it is immutable (chattr +i)"
+    if flags & _FS_APPEND:
+        return "it is append-only (chattr +a)"
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid is None or euid == 0:
+        return None
+    try:
+        pst = os.stat(target.parent)
+    except OSError:
+        return None
+    if pst.st_mode & stat.S_ISVTX and euid not in (st.st_uid, pst.st_uid):
+        return (f"it belongs to uid {st.st_uid} in the sticky directory "
+                f"{str(target.parent)!r}, where only its owner may replace it")
+    return None
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Check that ``path`` can take an atomic write; return the path to replace.
 
-    Refuses (``ValueError``) an empty path, an existing path that is not a regular file, and a
-    directory where no file can be created (tried with a temporary file, removed at once);
-    creates missing parent directories. Follows a symbolic link to its target.
+    Refuses (``ValueError``, one line) an empty path; a path that names a directory (a
+    trailing ``/``, a last component ``.`` or ``..``); a name longer than the file system
+    allows; a symbolic link that loops; an existing path that is not a regular file; an
+    existing file that cannot be renamed over (immutable, append-only, another user's file in
+    a sticky directory); and a directory where no file can be created (tried with a temporary
+    file, removed at once). Creates missing parent directories. Follows a symbolic link to its
+    target.
     """
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":
         raise ValueError(f"output path {path!r} is empty or not a path; give a file name such "
                          "as results/points/p.csv")
-    target = Path(path)
-    if target.is_symlink():
-        target = target.resolve()
-    _refuse_special(target)
+    text = os.fspath(path)
+    text = os.fsdecode(text) if isinstance(text, bytes) else text
+    if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
+        raise ValueError(f"output path {text!r} names a directory; give a file name such as "
+                         f"{os.path.join(text.rstrip('/') or '.', 'p.csv')!r}")
+    target = Path(text)
+    try:
+        name_max = os.pathconf(".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    for part in target.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise ValueError(f"output path {text!r}: the name {part[:40]!r}... is "
+                             f"{len(os.fsencode(part))} bytes, above the file system's limit "
+                             f"of {name_max} bytes per name")
+    try:
+        if target.is_symlink():
+            try:
+                target = Path(os.path.realpath(target, strict=True))
+            except FileNotFoundError:  # a dangling link: its target is created
+                target = Path(os.path.realpath(target))
+    except (OSError, RuntimeError) as e:
+        why = ("a symbolic link that loops" if "loop" in str(e).lower()
+               or getattr(e, "errno", None) == errno.ELOOP
+               else f"a path that cannot be followed ({e.strerror or e})"
+               if isinstance(e, OSError) else f"a path that cannot be followed ({e})")
+        raise ValueError(f"output path {text!r} is {why}; give a regular file or a new "
+                         "path") from None
+    for part in target.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise ValueError(f"output path {text!r}: the name {part[:40]!r}... is "
+                             f"{len(os.fsencode(part))} bytes, above the file system's limit "
+                             f"of {name_max} bytes per name")
+    st = _refuse_special(target)
+    if st is not None:
+        why = _cannot_replace(target, st)
+        if why:
+            raise ValueError(f"output path {text!r} cannot be replaced: {why}; give another "
+                             "path")
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=_tmp_prefix(target.name), suffix=".probe",
+                                     dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise ValueError(f"output path {str(path)!r}: cannot create files in {str(parent)!r}: "
+        raise ValueError(f"output path {text!r}: cannot create files in {str(parent)!r}: "
                          f"{e.strerror or e}") from None
     return target
 
@@ -191,7 +285,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     file gets ``0666 & ~umask``, a replaced one keeps its mode. Returns the path written (a
     symbolic link's target)."""
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
@@ -218,12 +312,41 @@ def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
         extra = set(r) - set(COLUMNS)
         if extra:
             raise KeyError(f"row has columns not in the schema: {sorted(extra)}")
+    return atomic_write_text(path, rows_csv(rows))
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """The CSV text of ``rows`` (header :data:`COLUMNS`), as :func:`write_rows` writes it."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in COLUMNS])
-    return atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_fallback(path: str | os.PathLike, rows: list[dict]) -> str | None:
+    """Save ``rows`` that could not be written to ``path``; return the file written, or None.
+
+    Tried in order: a new file next to the target (``<stem>.unsaved-<UTC time>-<pid><suffix>``)
+    and the same name in the temporary directory (``$TMPDIR``, ``/tmp``); each is written
+    atomically (:func:`atomic_write_text`), and the target itself is never touched. None when
+    no file can be written at all (a full disk, ``ulimit -f``): the caller prints the CSV text
+    (:func:`rows_csv`) on stderr instead.
+    """
+    target = Path(os.fspath(path))
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stem, suffix = target.stem or "rows", target.suffix or ".csv"
+    if len(os.fsencode(stem)) > 150 or len(os.fsencode(suffix)) > 20:
+        stem, suffix = "membptt-rows", ".csv"
+    name = f"{stem}.unsaved-{stamp}-{os.getpid()}{suffix}"
+    text = rows_csv(rows)
+    for where in (target.parent, Path(tempfile.gettempdir())):
+        try:
+            return str(atomic_write_text(where / name, text))
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:

@@ -18,6 +18,7 @@ tensors; see :meth:`Workload.segment`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 
 from ..models.registry import ModelEntry, get_model, state_leaves
 
-__all__ = ["WorkloadConfig", "Workload", "make_workload"]
+__all__ = ["WorkloadConfig", "Workload", "make_workload", "check_workload"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -110,6 +111,44 @@ class Workload:
     @property
     def device(self) -> torch.device:
         return torch.device(self.config.device)
+
+
+def _machine_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_workload(config: WorkloadConfig) -> None:
+    """Refuse, before any data or parameter is allocated, a config the model would refuse.
+
+    The dtype must be known, and the model must accept the sizes: its registry entry's
+    ``build`` runs on the ``meta`` device (no memory), so a constructor's own check (a
+    reversible model's even ``hidden``) is raised here as a ``ValueError`` naming the model.
+    A model that cannot be built on ``meta`` for another reason is left to the real build.
+    For the registry's default data (the delayed-copy task) a batch whose tokens alone exceed
+    the machine's memory is refused too (``--seq-len 1000000000``)."""
+    config.torch_dtype  # noqa: B018 - raises for an unknown dtype
+    entry = get_model(config.model)
+    from ..models import registry
+
+    if entry.data is registry._default_data:  # two (seq_len, batch) int64 tensors
+        need = 2 * 8 * config.seq_len * config.batch
+        have = _machine_memory()
+        if have is not None and need > have:
+            raise ValueError(f"--seq-len {config.seq_len} with --batch {config.batch}: the "
+                             f"batch's tokens alone need {need / 2**30:,.1f} GiB, above this "
+                             f"machine's {have / 2**30:,.1f} GiB of memory")
+    try:
+        with torch.device("meta"):
+            entry.build(config)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--model {config.model} with hidden={config.hidden}, "
+                         f"input_size={config.input_size}, classes={config.classes}: "
+                         f"{e}") from None
+    except Exception:  # noqa: BLE001 - not buildable on meta: the real build decides
+        pass
 
 
 def make_workload(config: WorkloadConfig) -> Workload:

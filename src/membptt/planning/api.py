@@ -85,6 +85,12 @@ def _planners(strat: S.Strategy, costs: CostModel, planner, block) -> list[str]:
     return [planner]
 
 
+def check_planner(strategy: str, planner: str = "auto", block=None) -> None:
+    """Refuse, as :func:`plan` would, a ``planner`` / ``block`` that does not apply to
+    ``strategy`` (for checking options before anything is built)."""
+    _planners(S.get(strategy), CostModel(), planner, block)
+
+
 def _problem(strategy, seq_len, *, alpha, beta, costs, options, block, max_table_bytes,
              max_ops, max_dp_work):
     strat = S.get(strategy)
