@@ -100,7 +100,9 @@ def main(smk):
               f"`{carddir}/card.yaml` names its groups; nothing here was measured while "
               "building it and nothing comes from another card. The paper's numbers are read "
               "from `paper/published.json`. The hardware-free theory (every dynamic-programming "
-              f"number of the paper) is in the CPU report, [`paper/REPORT.md`]({rel}).")
+              f"number of the paper) is in the CPU report, [`paper/REPORT.md`]({rel}). This "
+              f"report alone: `snakemake {carddir}/REPORT.md --cores 2 --configfile "
+              "experiments/config/gpu.yaml`.")
 
     # -- the machine -----------------------------------------------------------------------
     prov = [f"- **Card**: {card}"
