@@ -1,5 +1,7 @@
 # Paths and target lists shared by every rule file.
+import csv
 import os
+import re
 import sys
 
 OUTDIR = config["outdir"]
@@ -50,6 +52,10 @@ from targets import (  # noqa: E402
     REVERSIBLE_FIGURES,
     THEORY_FIGURES,
     THEORY_TABLES,
+    bench_args,
+    bench_command,
+    measured_groups,
+    reversible_groups,
 )
 
 
@@ -67,7 +73,7 @@ def table(name):
 
 
 def meta(csv):
-    return csv[: -len(".csv")] + ".meta.json"
+    return f"{csv.removesuffix('.csv')}.meta.json"
 
 
 wildcard_constraints:
@@ -111,100 +117,17 @@ def theory_outputs():
 # One comparison group per job: `membptt bench` measures the group's methods in one process,
 # timed interleaved round by round, and writes one row per method with the per-round time
 # ratio to the group's baseline (results/groups/<group>.csv, written atomically). Every ratio
-# of the report, the figures and the tables is computed inside one group. Groups:
-#   fig2b_T<T>        fig2b.baselines (the first is the baseline) and HSM at fig2b.budgets
-#   tradeoff_T<T>     tradeoff.fixed_methods (the first is the baseline), every checkpoint
-#                     method at every K of tradeoff.segments and at round(sqrt(T)), every plan
-#                     method at every budget, and the equal_memory methods at the measured peak
-#                     of equal_memory_reference (memory=peak(<reference>))
+# of the report, the figures and the tables is computed inside one group. The groups
+# (fig2b_T<T>, tradeoff_T<T>, reversible_<model>_T<T>) are built in experiments/targets.py,
+# which the GPU run (experiments/gpu/run_groups.py) reads too.
 # A group depends only on the config (its methods are rule params), never on another file, so
 # a fresh clone (every file's mtime = checkout time) has nothing to re-measure.
 
 
-def measured_groups():
-    """{group name: {"seq_len", "baseline", "methods"}} from the config."""
-    if not MEASURED["enabled"]:
-        return {}
-    groups = {}
-    f2 = MEASURED["fig2b"]
-    for T in f2["lengths"]:
-        methods = list(f2["baselines"]) + [f"hsm:memory={int(b)}" for b in f2["budgets"]]
-        groups[f"fig2b_T{T}"] = {"seq_len": T, "baseline": f2["baselines"][0],
-                                 "methods": list(dict.fromkeys(methods))}
-    tr = MEASURED["tradeoff"]
-    T = tr["seq_len"]
-    default_k = max(1, round(T ** 0.5))
-    methods = list(tr["fixed_methods"])
-    for m in tr["checkpoint_methods"]:
-        methods.append(m)  # default K = round(sqrt(T))
-        methods += [f"{m}:segments={k}" for k in tr["segments"] if k != default_k]
-    for m in tr["plan_methods"]:
-        methods += [f"{m}:memory={b}" for b in tr["budgets"]]
-    ref = tr["equal_memory_reference"]
-    if tr["equal_memory"]:
-        if ref not in methods:
-            methods.append(ref)
-        methods += [f"{m}:memory=peak({ref})" for m in tr["equal_memory"]]
-    groups[f"tradeoff_T{T}"] = {"seq_len": T, "baseline": tr["fixed_methods"][0],
-                                "methods": list(dict.fromkeys(methods))}
-    return groups
-
-
 DEVICE = WORKLOAD["device"]
-BENCH_ARGS = [
-    "--model", WORKLOAD["model"],
-    "--hidden", str(WORKLOAD["hidden"]),
-    "--input-size", str(WORKLOAD["input_size"]),
-    "--classes", str(WORKLOAD["classes"]),
-    "--batch", str(WORKLOAD["batch"]),
-    "--dtype", WORKLOAD["dtype"],
-    "--device", DEVICE,
-    "--seed", str(WORKLOAD["seed"]),
-    "--repeats", str(WORKLOAD["repeats"]),
-    "--warmup", str(WORKLOAD["warmup"]),
-    "--threads", str(WORKLOAD["threads"]),
-]  # not --quiet: the group's progress goes to its log
-if not WORKLOAD["grad_check"]:
-    BENCH_ARGS.append("--no-grad-check")
-if not WORKLOAD["rss"]:
-    BENCH_ARGS.append("--no-rss")
-
-
-# The reversible groups (measured.reversible): one group per reversible model, on that model at
-# its own sizes (the workload's other keys: dtype, device, seed, repeats, threads, ...):
-#   reversible_<model>_T<T>   full (the baseline: plain autograd through the same fixed-point
-#                             cell), reversible (its own backward) and every equal_memory plan
-#                             method at the reversible method's measured peak, and MSM at
-#                             every msm_budgets budget (a point that fits when the peak cannot)
-REV = MEASURED.get("reversible", {})
-
-
-def _with_args(args, **values):
-    """``args`` with the value after each ``--key`` replaced (``input_size`` -> --input-size)."""
-    args = list(args)
-    for key, value in values.items():
-        args[args.index("--" + key.replace("_", "-")) + 1] = str(value)
-    return args
-
-
-def reversible_groups():
-    """{group name: {"seq_len", "baseline", "methods", "args"}} of measured.reversible."""
-    if not (MEASURED["enabled"] and REV.get("enabled")):
-        return {}
-    T = REV["seq_len"]
-    methods = ["full", "reversible"] + [f"{m}:memory=peak(reversible)"
-                                        for m in REV["equal_memory"]]
-    methods += [f"msm:memory={b}" for b in REV["msm_budgets"]]
-    return {f"reversible_{m.replace('-', '_')}_T{T}": {
-                "seq_len": T, "baseline": "full", "methods": methods,
-                "args": _with_args(BENCH_ARGS, model=m, hidden=REV["hidden"],
-                                   input_size=REV["input_size"], classes=REV["classes"],
-                                   batch=REV["batch"])}
-            for m in REV["models"]}
-
-
-REV_GROUPS = reversible_groups()
-GROUPS = {**measured_groups(), **REV_GROUPS}
+BENCH_ARGS = bench_args(WORKLOAD)
+REV_GROUPS = reversible_groups(MEASURED)
+GROUPS = {**measured_groups(MEASURED), **REV_GROUPS}
 
 
 def group_csvs():
@@ -260,3 +183,92 @@ def lm_in_all():
 def report_outputs():
     return [out("paper/REPORT.md")]
 
+
+# -- GPU cards (config `cards`; rules in gpu.smk) -------------------------------------------
+# A card's folder holds card.yaml (experiments/gpu/gpurun.py writes it) and the run's groups.
+
+sys.path.insert(0, os.path.join(workflow.basedir, "experiments", "gpu"))
+import gpurun  # noqa: E402
+
+CARDS = {name: os.path.normpath(d) for name, d in config.get("cards", {}).items()}
+
+
+def _card_record(name, folder):
+    if not os.path.exists(os.path.join(folder, "card.yaml")):
+        raise ValueError(f"config cards.{name}: no card.yaml in {folder!r} (experiments/gpu/"
+                         "run.sh writes one beside the run's groups/)")
+    return gpurun.load_card(folder)
+
+
+CARD_RECORDS = {d: _card_record(name, d) for name, d in CARDS.items()}
+
+
+def card_csvs(d):
+    """{group: CSV} of every group the card's run finished (what is committed)."""
+    return {g: str(p) for g, p in CARD_RECORDS[d]["csvs"].items()}
+
+
+def card_main_csvs(d):
+    return [p for g, p in card_csvs(d).items() if not g.startswith("reversible_")]
+
+
+def card_rev_csvs(d):
+    return [p for g, p in card_csvs(d).items() if g.startswith("reversible_")]
+
+
+def card_fig(d, name):
+    return [os.path.join(d, "report", "figures", f"{name}.{ext}") for ext in FIG_EXT]
+
+
+def card_figures(d):
+    names = card_csvs(d)
+    files = []
+    if card_main_csvs(d):
+        files += card_fig(d, "predicted_vs_measured")
+    if any(g.startswith("fig2b_T") for g in names):
+        files += card_fig(d, "fig2b_time")
+    if card_tradeoff_T(d) is not None:
+        files += card_fig(d, "tradeoff_memory_time")
+    if card_rev_csvs(d):
+        files += card_fig(d, "reversible_memory_time")
+    return files
+
+
+def card_tradeoff_T(d):
+    ts = sorted(int(g.split("_T")[1]) for g in card_csvs(d) if g.startswith("tradeoff_T"))
+    return ts[0] if ts else None
+
+
+def card_fig2b(d):
+    """The Fig. 2b lengths the card measured and its HSM budgets (read from the groups)."""
+    lengths, budgets = [], set()
+    for g, p in card_csvs(d).items():
+        if g.startswith("fig2b_T"):
+            lengths.append(int(g.split("_T")[1]))
+            with open(p, newline="") as f:
+                for row in csv.DictReader(f):
+                    if row["method"] == "hsm" and row["budget_requested"]:
+                        budgets.add(int(row["budget_requested"]))
+    return sorted(lengths), sorted(budgets)
+
+
+def card_inputs(d):
+    """The card's own files the report reads: the record, DEVICE.txt, the CUDA test log."""
+    rec = CARD_RECORDS[d]
+    files = [os.path.join(d, "card.yaml")]
+    for key in ("device", "cuda_tests"):
+        if rec.get(key) and os.path.exists(os.path.join(d, rec[key])):
+            files.append(os.path.join(d, rec[key]))
+    return files
+
+
+def card_outputs():
+    return [os.path.join(d, "REPORT.md") for d in CARDS.values()]
+
+
+def all_outputs():
+    """`all`: with `cards` (a GPU config) the cards' reports from their committed runs and
+    nothing else (nothing is measured); otherwise theory, measured, LM parity and the report."""
+    if CARDS:
+        return card_outputs()
+    return theory_outputs() + measured_outputs() + lm_in_all() + report_outputs()

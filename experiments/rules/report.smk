@@ -19,7 +19,6 @@ rule report:
         report=out("paper/REPORT.md"),
     params:
         config=config,
-        outdir=OUTDIR,
     log:
         out("results/logs/report.log"),
     conda:

@@ -85,7 +85,7 @@ def main(smk):
                               f"{r.peak_memory} slots; trace: `{r.trace}`")
     trace_ok = 10 in by_t.index and by_t.loc[10].trace == f3p["trace_t10_m4"]
     fig3_lines.append(f"- The t = 10 trace is {'identical to' if trace_ok else 'different from'}"
-                      " the paper's (PAPER.md section 7).")
+                      " the paper's (Fig. 3, arXiv:1606.03401).")
     rows.append({"claim": f"Fig. 3: optimal HSM policies, m = {f3p['m']} (t = 4: cost "
                           f"{f3p['t4_cost']}; t = 10: cost {f3p['t10_cost']}, golden trace)",
                  "paper": f"{f3p['t4_cost']}, {f3p['t10_cost']}, trace",
@@ -135,7 +135,7 @@ def main(smk):
     bc = pd.read_csv(th["bounds_claims"], keep_default_na=False)
     for r in bc.itertuples():
         detail = r.detail
-        label = "HSM closed form (PAPER.md §2)" if r.claim == "closed form equals DP" else "Bound"
+        label = "HSM closed form (binomial count, BPTT-HSM of arXiv:1606.03401)" if r.claim == "closed form equals DP" else "Bound"
         rows.append({"claim": f"{label}: {r.claim}", "paper": "claimed",
                      "ours": (detail or "every cell") + f" ({r.scope})",
                      "verdict": verdict(str(r.holds) == "True", "holds", "fails"),
@@ -158,7 +158,7 @@ def main(smk):
     metas = [json.loads(Path(p).read_text()) for p in smk.input.theory_meta]
     m0 = metas[0] if metas else {}
     prov = [f"- Configuration: `{smk.params.config['name']}` "
-            f"(output directory `{smk.params.outdir}`).",
+            f"(output directory `{smk.params.config['outdir']}`).",
             f"- Theory machine: {m0.get('machine', '?')} (host `{m0.get('hostname', '?')}`), "
             f"Python {m0.get('python_version', '?')}, numpy {m0.get('numpy_version', '?')}.",
             f"- Commit `{m0.get('git_commit', '?')}`"

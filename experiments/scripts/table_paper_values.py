@@ -24,7 +24,7 @@ def main(smk):
                          "cells": f"{len(d)} cells (m = {d.memory.min()}..{d.memory.max()})",
                          "ours": "all equal" if d.match.all()
                          else f"{int((~d.match).sum())} differ",
-                         "paper": "PAPER.md §7",
+                         "paper": "arXiv:1606.03401",
                          "verdict": "reproduced" if d.match.all() else "differs"})
             continue
         for r in d.itertuples():

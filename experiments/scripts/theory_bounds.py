@@ -1,6 +1,6 @@
 """The HSM bounds of the paper against the exact costs.
 
-Claims (PAPER.md section 6):
+Claims (the paper's bounds on the BPTT-HSM cost, arXiv:1606.03401):
 
 1. ``C(t, m) <= m * t^(1 + 1/m)``;
 2. if ``t < m^a / a!`` then ``C(t, m) <= (a + 1) t``  (so m >= (a! t)^(1/a) gives O(t));

@@ -2,8 +2,8 @@
 
 Chen's algorithm keeps sqrt(t) boundary hidden states and one segment of internal states:
 memory sqrt(t)(1 + beta) hidden-state units for about one extra forward pass (2t - sqrt(t)
-forward operations). For each beta, MSM runs with alpha = beta + 1 and the beta form (PAPER.md
-section 4), so its accounting matches Chen's. Two comparisons, both exact (DP tables):
+forward operations). For each beta, MSM runs with alpha = beta + 1 and the beta form (BPTT-MSM
+in arXiv:1606.03401), so its accounting matches Chen's. Two comparisons, both exact (DP tables):
 
 * memory: the least MSM budget m with C(t, m) <= cost_per_step * t, divided by Chen's memory;
 * cost: MSM's C(t, m)/t at Chen's memory m = floor(sqrt(t)(1 + beta)), beside Chen's.
