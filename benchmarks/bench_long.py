@@ -13,7 +13,8 @@ one training iteration of
 
 with fused full BPTT at ``T = --reference`` (default 1,000) timed in the same process as the
 per-step reference (``--rounds`` interleaved rounds of it and of membptt at that ``T``; at
-every other ``T`` one timed iteration, after one untimed one that also measures the peak).
+every ``T`` the median of ``--iterations`` timed iterations, default one, after an untimed one
+that measures the peak).
 Printed per row: time per step and its ratio to the reference's, measured peak, planning time,
 forward calls per step, the planner's choice and the DP's work. The rows go to ``--out``
 (CSV, written atomically); ``--plot`` draws time per step against T (log axis) with the
@@ -21,7 +22,7 @@ paper's bound on BPTT-HSM's cost per step at the same number of slots (``C_HSM(T
 forwards per step, ``m`` the budget's hidden-state slots), scaled to seconds by the
 reference's per-step time of a forward.
 
-    .venv/bin/python benchmarks/bench_long.py                          # the issue's sizes
+    .venv/bin/python benchmarks/bench_long.py --iterations 3           # the issue's sizes
     .venv/bin/python benchmarks/bench_long.py --lengths 1000,3000 --batch 4 --budget 8MiB
 """
 
@@ -104,12 +105,16 @@ def best_checkpoint(T: int, costs, budget: int, max_k: int = 4096):
     return best
 
 
-def _one(fn, before):
-    before()
-    gc.collect()
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def _timed(fn, before, n: int) -> list[float]:
+    """Seconds of ``n`` iterations, one by one (``before`` untimed before each)."""
+    out = []
+    for _ in range(n):
+        before()
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def main(argv=None) -> int:
@@ -122,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reference", type=int, default=1000, help="T of fused full BPTT")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds at --reference")
+    ap.add_argument("--iterations", type=int, default=1,
+                    help="timed iterations at every T (the median is reported)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-checkpoint", action="store_true", help="membptt only")
     ap.add_argument("--out", type=Path, default=Path("results/long/long_cpu.csv"))
@@ -176,12 +183,14 @@ def main(argv=None) -> int:
         assert p.ops == m.plan.ops
         w.zero_grad()
         peak, _, _ = tracked_peak(m.run)
-        secs = _one(m.run, w.zero_grad)
+        samples = _timed(m.run, w.zero_grad, args.iterations)
+        secs = statistics.median(samples)
         notes = f"planner={p.planner}" + (f" k={p.block}" if p.block else "") + "; " + "; ".join(
             f"{r['planner']}: " + (f"{r['predicted_cost']:.3g} s" if "predicted_cost" in r
                                    else ("refused" if "refused" in r else "skipped"))
             for r in p.info["planners"])
         row = {"method": "membptt", "seq_len": T, "time_s": secs,
+               "time_samples_s": " ".join(f"{x:.6g}" for x in samples),
                "per_step_ms": secs / T * 1e3, "ratio_to_reference": secs / T / ref_s,
                "peak_bytes": peak, "budget_bytes": budget, "plan_s": plan_s,
                "forwards_per_step": p.forward_ops / T, "planner": p.planner,
@@ -209,9 +218,11 @@ def main(argv=None) -> int:
                 c.prepare()
                 w.zero_grad()
                 cpeak, _, _ = tracked_peak(c.run)
-                csecs = _one(c.run, w.zero_grad)
+                csamples = _timed(c.run, w.zero_grad, args.iterations)
+                csecs = statistics.median(csamples)
                 fits = cpeak <= budget
                 rows.append({"method": f"checkpoint K={K}", "seq_len": T, "time_s": csecs,
+                             "time_samples_s": " ".join(f"{x:.6g}" for x in csamples),
                              "per_step_ms": csecs / T * 1e3,
                              "ratio_to_reference": csecs / T / ref_s, "peak_bytes": cpeak,
                              "budget_bytes": budget, "forwards_per_step": 2 - 1 / K,
