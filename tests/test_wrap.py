@@ -95,7 +95,7 @@ def test_wrap_any_plan_is_exact(strategy, memory, block):
     ref = run(rnn, rnn, x, None, "attention", False, att, True)
     kw = {} if block is None else {"block": block}
     if block is None and strategy in ("msm", "ism", "hsm"):
-        kw = {"block": None}
+        kw = {"planner": "steps"}
     w = membptt.wrap(rnn, memory=memory, strategy=strategy, repeats=1, **kw)
     got = run(w, rnn, x, None, "attention", False, att, True)
     assert max_rel_err(got[3], ref[3]) <= 1e-10
