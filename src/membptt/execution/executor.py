@@ -313,6 +313,28 @@ class _Structure:
 
 # -- the executor ------------------------------------------------------------------------------------
 
+
+class _StepInputs:
+    """Step ``i``'s inputs (0-based) as views selected when asked for: ``x[i]`` for one input
+    tensor, the tuple ``(x[i] for x in inputs)`` for several. Indexing like the tuple of
+    ``unbind(0)`` views it replaces, without materialising ``T`` views per executor."""
+
+    __slots__ = ("_xs", "_single", "_n")
+
+    def __init__(self, xs, single):
+        self._xs, self._single, self._n = xs, bool(single), int(xs[0].shape[0])
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, i):
+        if not -self._n <= i < self._n:
+            raise IndexError(f"step input index {i} out of range for {self._n} steps")
+        if self._single:
+            return self._xs[0][i]
+        return tuple(t[i] for t in self._xs)
+
+
 class Executor:
     """Runs a step function's forwards and backwards the way :func:`bptt` does.
 
@@ -386,10 +408,9 @@ class Executor:
         self.state0_grad = any(t.requires_grad for t in s0)
         self.x_grad = tuple(t.requires_grad and t.is_floating_point() for t in xs)
         self.any_x_grad = any(self.x_grad)
-        if single_in:
-            self.xsteps = xs[0].detach().unbind(0)
-        else:
-            self.xsteps = tuple(zip(*[t.detach().unbind(0) for t in xs]))
+        # Per-step input views on demand (O(1) here): unbinding the inputs into T views at
+        # construction cost O(T) Python per iteration that a checkpoint does not pay (issue 18).
+        self.xsteps = _StepInputs(tuple(t.detach() for t in xs), single_in)
         devs = {t.device for t in s0 + xs if t.device.type == "cuda"}
         self.cuda_devices = sorted(devs, key=str)
         self.autocast = _capture_autocast()
