@@ -120,7 +120,7 @@ def test_wrap_forward_is_the_first_sweep(defer):
     torch.manual_seed(2)
     rnn = CountingLSTM(D, H).to(DT)
     x = torch.randn(40, B, D, dtype=DT)
-    w = membptt.wrap(rnn, memory=12, repeats=1, defer=defer)
+    w = membptt.wrap(rnn, memory=12, repeats=1, defer=defer, planner="blocks")
     w(x)[0].sum().backward()  # plans (the probe runs the module too)
     plan = w.info["plan"]
     CountingLSTM.steps = 0
@@ -253,7 +253,7 @@ def test_wrap_autograd_grad_says_it_is_a_documented_limitation():
 
 def test_wrap_info_and_repr_say_what_was_picked():
     rnn = nn.LSTM(D, H).to(DT)
-    w = membptt.wrap(rnn, memory=10, repeats=1)
+    w = membptt.wrap(rnn, memory=10, repeats=1, planner="blocks")
     w(torch.randn(T, B, D, dtype=DT))[0].sum().backward()
     info = w.info
     assert info["seq_len"] == T and info["memory"] == 10 and info["probe_seconds"] > 0
