@@ -789,7 +789,7 @@ class Executor:
             s = rec.a - 1
         dh, self.dh = self.dh, None
         if self.grad_stash is None:  # the first chain: its graph names the step's parameters
-            self.grad_stash = _GradStash(_graph_params(
+            self.grad_stash = _GradStash(graph_params(
                 [r.loss for r in recs] + [t for r in recs[:1] for t in r.out]))
         self.dh = self.backward(recs, dh=dh, gloss=self.gloss)
 
@@ -862,11 +862,12 @@ class Executor:
         return g0, gx
 
 
-def _graph_params(tensors, limit: int = 4096) -> list:
+def graph_params(tensors, limit: float = 4096) -> list:
     """Leaf tensors requiring grad reachable from ``tensors``' graphs within the first
     ``limit`` autograd nodes, breadth first (a step's parameters sit a few nodes from its
     outputs; the leaf copies of states and inputs the executor makes are found too,
-    harmlessly). Used only for steps that are not ``nn.Module``s."""
+    harmlessly). The executor uses it for steps that are not ``nn.Module``s; the probe with
+    no limit."""
     from collections import deque
 
     seen, out = set(), []

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..planning.costs import CostModel, SegmentCosts
-from .executor import Executor, rng_restore, rng_snapshot
+from .executor import Executor, graph_params, rng_restore, rng_snapshot
 from .memtrack import LiveBytesTracker, state_bytes
 
 __all__ = ["probe", "measure_step", "StepReport", "ProtocolError", "working_set_bytes",
@@ -92,17 +92,7 @@ class StepReport:
 
 def _params_of(tensors) -> list:
     """Leaf tensors requiring grad reachable from ``tensors``' graphs (the step's parameters)."""
-    seen, out, stack = set(), [], [t.grad_fn for t in tensors if t.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        var = getattr(fn, "variable", None)
-        if var is not None:
-            out.append(var)
-        stack.extend(f for f, _ in fn.next_functions)
-    return out
+    return graph_params(tensors, limit=math.inf)
 
 
 def _steps(T, a, n):
