@@ -22,6 +22,16 @@ draws the memory-time fronts from that CSV::
     .venv/bin/python benchmarks/bench_peers.py                         # the issue's sizes
     .venv/bin/python benchmarks/bench_peers.py --seq-len 200 --rounds 3  # quicker
     .venv/bin/python benchmarks/bench_peers.py --device cuda --out results/peers/peers_h100.csv
+    .venv/bin/python benchmarks/bench_peers.py --preset launch   # launch-bound sizes, 1 thread
+
+Presets (issue 18): ``paper`` (the default: T = 1000, LSTM 256, 256 inputs and classes, batch
+64, 2 threads) is compute-bound on this CPU; ``launch`` (T = 1000, input 16, LSTM 16, 16
+classes, batch 2, 1 thread) is launch-bound, where a call's fixed cost sets the time, as on a
+GPU at the paper's sizes. Explicit options override a preset's values. For every ``K`` the group
+also runs ``own K``: membptt HSM on blocks of exactly ``ceil(T / K)`` steps with memory to
+spare (four times the checkpoint's peak), which is the checkpoint's own schedule (``K`` stored
+boundaries, each segment recomputed once with graph): it measures the executor's overhead on
+the same schedule.
 
 Ratios of two methods are taken inside this one group only; ``ratio_of`` divides their times
 round by round (the same interleaved sweep) and takes the median.
@@ -46,6 +56,10 @@ from membptt.measure.memory import tracked_peak
 from membptt.measure.methods import make_method
 from membptt.measure.workload import WorkloadConfig, make_workload
 
+PRESETS = {
+    "paper": dict(seq_len=1000, hidden=256, input_size=256, classes=256, batch=64, threads=2),
+    "launch": dict(seq_len=1000, hidden=16, input_size=16, classes=16, batch=2, threads=1),
+}
 FRONT = "torch-checkpoint-fused-reentrant"
 FRONT_NR = "torch-checkpoint-fused"
 
@@ -86,6 +100,11 @@ def build_methods(args, peaks: dict) -> tuple[list[str], dict]:
         specs += [f"{FRONT}:segments={k}", f"{FRONT_NR}:segments={k}"]
     specs += ["torch-checkpoint-reentrant:segments=32", "torch-checkpoint:segments=32"]
     roles = {}
+    for k in args.ks:  # the checkpoint's own schedule, run by the executor
+        b = 4 * max(peaks[(FRONT, k)], peaks[(FRONT_NR, k)])
+        s = f"hsm-measured:planner=blocks:block={-(-args.seq_len // k)}:memory={b}B"
+        specs.append(s)
+        roles[s] = ("own", k, "own")
     below = min(peaks.values()) // 2
     for base in args.membptt:
         for pct in args.budgets:
@@ -107,6 +126,18 @@ def build_methods(args, peaks: dict) -> tuple[list[str], dict]:
 
 def verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
     out = []
+    front = _front(rows, args)
+    for spec, (role, k, _) in roles.items():
+        if role != "own" or front[k] is None:
+            continue
+        r = rows[spec]
+        if r["status"] != "ok":
+            out.append(f"own K={k}: {r['status']}: {r.get('message', '')[:200]}")
+            continue
+        rm, rr = ratio_of(r, front[k])
+        out.append(f"own K={k} (HSM on blocks of {r.get('block')} steps, the checkpoint's "
+                   f"schedule): time {rm:.3f} x the checkpoint (per-round {rr:.3f}): "
+                   f"{'MET' if rr <= 1.02 else 'NOT MET'} (target <= 1.02)")
     for base in args.membptt:
         out.append(f"membptt as {base}:")
         out += ["  " + line for line in _verdicts(
@@ -114,14 +145,20 @@ def verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
     return out
 
 
-def _verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
-    out = []
-    ff = rows["full-fused"]
+def _front(rows: dict, args) -> dict:
+    """The faster of the two checkpoint modes at each K (None when neither ran)."""
     front = {}
     for k in args.ks:
         a, b = rows[f"{FRONT}:segments={k}"], rows[f"{FRONT_NR}:segments={k}"]
         ok = [r for r in (a, b) if r["status"] == "ok"]
         front[k] = min(ok, key=lambda r: statistics.median(_samples(r))) if ok else None
+    return front
+
+
+def _verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
+    out = []
+    ff = rows["full-fused"]
+    front = _front(rows, args)
     # 1. at each front point's peak, membptt is no slower than that point
     for spec, (role, v) in roles.items():
         if role != "front" or front[v] is None:
@@ -131,7 +168,7 @@ def _verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
             out.append(f"front K={v}: membptt {r['status']}: {r.get('message', '')[:200]}")
             continue
         rm, rr = ratio_of(r, front[v])
-        ok = rm <= 1.0 and r["peak_bytes"] <= front[v]["peak_bytes"] * 1.0001
+        ok = rr <= 1.0 and r["peak_bytes"] <= front[v]["peak_bytes"] * 1.0001
         out.append(f"front K={v}: membptt/ckpt time {rm:.3f} (per-round {rr:.3f}), peak "
                    f"{r['peak_bytes'] / 2**20:.2f} vs {front[v]['peak_bytes'] / 2**20:.2f} MiB, "
                    f"block {r.get('block')}: {'MET' if ok else 'NOT MET'}")
@@ -144,24 +181,27 @@ def _verdicts(rows: dict, roles: dict, args, plain_peak: int) -> list[str]:
     out.append(f"monotone: {len(above)} membptt points budgeted above the fastest front point "
                f"({fastest['label']}, {fastest['peak_bytes'] / 2**20:.2f} MiB); worst time "
                f"ratio to it {worst:.3f}: {'MET' if worst <= 1.0 else 'NOT MET'}")
-    # 3. the headline: 5 % of stepped BPTT's bytes at <= 1.1x fused full BPTT
+    # 3. the headline: 5 % of stepped BPTT's bytes at <= 1.15x fused full BPTT (issue 18; the
+    #    best plan of the paper's kind is 1.13x on this CPU, docs/executor-speed.md)
     s5 = next((s for s, (role, v) in roles.items() if role == "budget" and v == 5), None)
     if s5 and rows[s5]["status"] == "ok":
         r = rows[s5]
         rm, rr = ratio_of(r, ff)
         frac = r["peak_bytes"] / plain_peak
-        ok = frac <= 0.05 and rm <= 1.1
+        ok = frac <= 0.05 and rr <= 1.15
         out.append(f"5%: peak {frac:.4f} of stepped BPTT ({r['peak_bytes'] / ff['peak_bytes']:.4f}"
                    f" of fused), time {rm:.3f} x fused full (per-round {rr:.3f}), block "
                    f"{r.get('block')}: {'MET' if ok else 'NOT MET'}")
-    # 4. below the front: within 1.5x fused full
+    # 4. below the front: half the smallest checkpoint peak answers with a plan inside it
     sb = next(s for s, (role, v) in roles.items() if role == "below")
     r = rows[sb]
     if r["status"] == "ok":
         rm, rr = ratio_of(r, ff)
-        out.append(f"below the front ({_budget(r) / 2**20:.2f} MiB): peak "
-                   f"{r['peak_bytes'] / 2**20:.2f} MiB, time {rm:.3f} x fused full (per-round "
-                   f"{rr:.3f}), block {r.get('block')}: {'MET' if rm <= 1.5 else 'NOT MET'}")
+        inside = r["peak_bytes"] <= _budget(r)
+        out.append(f"below the front ({_budget(r) / 2**20:.3f} MiB): peak "
+                   f"{r['peak_bytes'] / 2**20:.3f} MiB, time {rm:.3f} x fused full (per-round "
+                   f"{rr:.3f}), block {r.get('block')}: {'MET' if inside else 'NOT MET'} "
+                   "(inside the budget)")
     else:
         out.append(f"below the front: membptt {r['status']}: {r.get('message', '')[:200]}")
     return out
@@ -215,14 +255,17 @@ def plot(csv_path: Path, png: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seq-len", type=int, default=1000)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--input-size", type=int, default=256)
-    ap.add_argument("--classes", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                    help="sizes and threads: " + "; ".join(
+                        f"{k}: {v}" for k, v in sorted(PRESETS.items())))
+    ap.add_argument("--seq-len", type=int, default=None)
+    ap.add_argument("--hidden", type=int, default=None)
+    ap.add_argument("--input-size", type=int, default=None)
+    ap.add_argument("--classes", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--model", default="lstm")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")],
                     default=[4, 8, 16, 32, 64, 128])
@@ -236,6 +279,9 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", type=Path, default=None,
                     help="figure path (default: figures/<out stem>_front.png)")
     args = ap.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     wc = WorkloadConfig(seq_len=args.seq_len, model=args.model, hidden=args.hidden,
                         batch=args.batch, input_size=args.input_size, classes=args.classes,
                         device=args.device)

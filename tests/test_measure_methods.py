@@ -41,7 +41,7 @@ def test_registry_has_every_method():
 
 @pytest.mark.parametrize("name", ["full-fused", "torch-checkpoint", *PLAN_METHODS])
 def test_same_gradients_as_full(w64, ref64, name):
-    m = METHODS[name](w64, {"memory": "70%"})
+    m = METHODS[name](w64, {"memory": "min"})
     m.prepare()
     w64.zero_grad()
     loss = m.run()
@@ -88,8 +88,10 @@ def w32():
 
 
 @pytest.mark.parametrize("name,memory", [
-    ("hsm", 3), ("hsm", 9), ("ism", "45%"), ("msm", "40%"), ("msm", "70%"),
-    ("msm-measured", "50%"), ("chen", None), ("chen", "50%"), ("chen-recursive", None),
+    # (the percentages are of plain stepped BPTT's measured peak, 0.873x the estimate these
+    # points were first chosen at: the same byte budgets)
+    ("hsm", 3), ("hsm", 9), ("ism", "52%"), ("msm", "46%"), ("msm", "80%"),
+    ("msm-measured", "57%"), ("chen", None), ("chen", "57%"), ("chen-recursive", None),
     ("full-plan", None),
 ])
 def test_plan_peak_matches_prediction_plus_working_set(w32, name, memory):

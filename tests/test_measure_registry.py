@@ -38,7 +38,7 @@ def model_ref(request):
 @pytest.mark.parametrize("spec", ["full-fused", *CHECKPOINTS,
                                   "torch-checkpoint-fused:segments=1",
                                   "torch-checkpoint-fused-reentrant:segments=23",
-                                  "torch-checkpoint-reentrant:segments=2", "msm:memory=70%"])
+                                  "torch-checkpoint-reentrant:segments=2", "msm:memory=min"])
 def test_baselines_match_full_on_every_model(model_ref, spec):
     w, (loss0, g0) = model_ref
     m = make_method(spec, w)

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from membptt.execution import measure_step, probe
+from membptt.execution import measure_step, plain_bptt, probe
+from membptt.execution.memtrack import LiveBytesTracker
 from membptt.models import GRULanguageModel, LSTMLanguageModel, synthetic_task
 from membptt.planning import CostModel, plan
+from membptt.planning.budget import reference_bytes, stepped_bptt_bytes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,10 +64,10 @@ def test_plans_resolve_budgets_against_probed_sizes():
     model, s0, inputs = setup(T=40)
     c = probe(model, s0, inputs, repeats=1, chain=4, segments=False)
     assert c.segments is None and c.working_bytes > 0
-    # a percentage is of stepped BPTT's bytes (T internal states + the working set) and bounds
-    # the stored states plus the working set
+    # a percentage is of plain stepped BPTT's measured peak and bounds the stored states plus
+    # the working set
     p = plan("msm", 40, "50%", costs=c)
-    assert p.predicted_peak_bytes <= 0.50 * (40 * c.internal_bytes + c.working_bytes)
+    assert p.predicted_peak_bytes <= 0.50 * stepped_bptt_bytes(40, c)
     assert p.alpha == -(-c.internal_bytes // c.hidden_bytes)
     q = plan("hsm", 40, f"{8 * c.hidden_bytes + c.working_bytes}B", costs=c)
     assert q.peak_bytes <= 8 * c.hidden_bytes
@@ -92,3 +94,52 @@ def test_bad_arguments():
     # (issue 11) chain=1 is blamed on chain, not on the inputs
     with pytest.raises(ValueError, match="chain must be an integer >= 2, got 1"):
         probe(model, s0, inputs, chain=1)
+
+
+def _plain_peak(model, s0, inputs, n):
+    """Plain stepped BPTT's live-bytes peak over the first n steps (gradients counted)."""
+    model.zero_grad(set_to_none=True)
+    with LiveBytesTracker() as mt:
+        loss, _ = plain_bptt(model, s0, tuple(t[:n] for t in inputs))
+        loss.backward()
+        del loss
+    model.zero_grad(set_to_none=True)
+    return mt.peak_bytes
+
+
+@pytest.mark.parametrize("cls", [LSTMLanguageModel, GRULanguageModel])
+def test_percentages_are_of_plain_bptts_measured_peak(cls):
+    """The probe measures plain stepped BPTT's peak at 8 and 32 steps; a percentage budget is
+    of that peak at T (affine in T), within 1 % of plain BPTT measured at T itself."""
+    T = 120
+    model, s0, inputs = setup(cls=cls, T=T, H=16)
+    c = probe(model, s0, inputs, repeats=1, chain=4, segment_lengths=(1, 2, 4))
+    assert [n for n, _ in c.stepped_peaks] == [8, 32]
+    for n, b in c.stepped_peaks:  # the same up to a few loss scalars
+        assert abs(b - _plain_peak(model, s0, inputs, n)) <= 64
+    measured = _plain_peak(model, s0, inputs, T)
+    ref, note = reference_bytes(T, c, "stepped")
+    assert abs(ref - measured) <= 0.01 * measured
+    assert "measured peak" in note and "8 and 32 steps" in note
+    assert reference_bytes(32, c, "stepped")[0] == c.stepped_peaks[1][1]
+    p = plan("msm", T, "60%", costs=c)
+    assert "plain stepped BPTT's measured peak" in p.budget.note
+    assert p.predicted_peak_bytes <= 0.60 * ref
+    # a refusal states its minimum as a percentage of the same measured base
+    with pytest.raises(ValueError, match=r"% of plain stepped BPTT's measured peak"):
+        plan("msm", T, "0.01%", costs=c)
+    # short sequences: the two lengths fit in T
+    model, s0, inputs = setup(cls=cls, T=5)
+    c = probe(model, s0, inputs, repeats=1, chain=2, segments=False)
+    assert [n for n, _ in c.stepped_peaks] == [2, 5]
+
+
+def test_stepped_peaks_are_checked_and_round_trip():
+    c = CostModel(hidden_bytes=8, internal_bytes=32, stepped_peaks=[[8, 800], [32, 3200]])
+    assert c.stepped_peaks == ((8, 800), (32, 3200))
+    assert CostModel(**c.to_dict()) == c
+    assert stepped_bptt_bytes(100, c) == 10000 and stepped_bptt_bytes(20, c) == 2000
+    for bad in ([(8, 800)], [(32, 800), (8, 3200)], [(8, 0), (32, 10)], [(8, 1.5), (32, 9)],
+                "8,800", [(8,), (32, 3)]):
+        with pytest.raises(ValueError, match="stepped_peaks must be two or more"):
+            CostModel(stepped_peaks=bad)

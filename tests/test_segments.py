@@ -169,7 +169,7 @@ def test_fused_rnn_step_adapter_equals_the_users_own_training_step(rnn_cls, laye
         p_.grad = None
     costs = measure_step(step, s0, (x, y), repeats=1, chain=2,
                          segment_lengths=(1, 2, 4)).costs
-    plan = membptt.plan("msm", T, "60%", costs=costs)
+    plan = membptt.plan("msm", T, "min", costs=costs)
     assert plan.block in (1, 2, 4)
     st = ExecStats()
     loss = bptt(step, s0, (x, y), plan, stats=st)
@@ -269,7 +269,7 @@ def test_probe_refuses_a_step_drawing_from_a_private_generator():
 
 # -- budgets bound the measured peak --------------------------------------------------------------------
 
-@pytest.mark.parametrize("memory", ["20%", "40%"])
+@pytest.mark.parametrize("memory", ["30%", "50%"])
 def test_measured_peak_within_the_byte_budget(memory):
     """Plans on probed fused costs: the live tensor bytes of a whole iteration (parameter
     gradients included) stay within the budget, as predicted."""

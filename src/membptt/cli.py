@@ -74,7 +74,7 @@ def _add_plan_parser(sub) -> None:
     p.add_argument("--seq-len", required=True, type=int, help="number of time steps T")
     p.add_argument("--memory", default=None,
                    help="budget: hidden-state units (250), bytes (512MiB), a percentage "
-                        "(5%%; of stepped BPTT's bytes, see --percent-of) or 'min'")
+                        "(5%%; of plain stepped BPTT's peak, measured when the costs carry it; see --percent-of) or 'min'")
     p.add_argument("--alpha", type=float, default=None,
                    help="internal-state size in hidden-state units (rounded up)")
     p.add_argument("--beta", type=float, default=None,

@@ -21,6 +21,9 @@ what is executed:
   parameter gradients, the working core's graph and its backward's temporaries, a chain's
   summed parameter gradients, the cursor and the incoming ``dh`` (or a fused run's transient
   when larger). A byte budget bounds stored states plus this.
+* ``stepped_peaks``: plain stepped BPTT's live-bytes peak (the step called ``n`` times under
+  autograd from ``h_0``, the summed loss backpropagated into the parameters, their gradients
+  counted) at ``n = 8`` and ``32`` (capped by ``T``): the measured base of percentage budgets.
 
 When the step offers ``segment`` (fused steps with graph) and is deterministic, the probe also
 measures fused calls **as a function of their length** ``L`` (``segment_lengths``, each one
@@ -179,6 +182,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         seg = None
         if lengths:
             seg = _segments(ex, h1, lengths, repeats, sizes, times, extra)
+        peaks = _stepped_peaks(ex, params) if sizes else None
     finally:
         ex.reset()
         ex.input_grads(False)
@@ -186,7 +190,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             p.grad = g
         rng_restore(rng, ex.cuda_devices)
     costs = _cost_model(fixed, per, t_graph, t_back, hidden if sizes else None, internal, beta,
-                        working, seg)
+                        working, seg, peaks)
     return StepReport(costs=costs, hidden_bytes=hidden, internal_bytes=internal or 0,
                       beta_bytes=beta or 0, working_bytes=working or 0,
                       alpha=(internal or 0) / hidden, beta=(beta or 0) / hidden,
@@ -194,10 +198,10 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
                       segments=seg)
 
 
-def _cost_model(fixed, per, t_graph, t_back, hidden, internal, beta, working, seg):
+def _cost_model(fixed, per, t_graph, t_back, hidden, internal, beta, working, seg, peaks=None):
     kw = dict(run_fixed=fixed, run_per_step=per, forward_graph=t_graph, backward=t_back,
               hidden_bytes=hidden, internal_bytes=internal, beta_bytes=beta,
-              working_bytes=working)
+              working_bytes=working, stepped_peaks=peaks)
     if seg is not None and seg.get("stored_bytes") is not None and seg.get("forward"):
         kw["segments"] = SegmentCosts(**seg)
     return CostModel(**kw)
@@ -546,6 +550,40 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
         "run_lengths": run_lengths if times else None,
         "run_seconds": tuple(run_seconds) if times else None,
     }
+
+
+STEPPED_LENGTHS = (8, 32)
+
+
+def _stepped_peaks(ex, params, lengths=STEPPED_LENGTHS) -> tuple:
+    """Plain stepped BPTT's live-bytes peak over the first ``n`` steps, for two lengths
+    ``n`` (``lengths`` capped by ``T``): the user's step called ``n`` times under autograd from
+    ``h_0``, the summed loss backpropagated once into the parameters, whose gradients start
+    absent and so are counted (as in a first iteration, or after ``zero_grad()``). Input and
+    ``h_0`` gradients are not taken (they are the caller's tensors). The base of percentage
+    budgets (:func:`membptt.planning.budget.stepped_bptt_bytes`): a plain BPTT's peak is
+    affine in ``T``, so two lengths give it at any ``T``. Returns ``((n, bytes), ...)``."""
+    top = min(lengths[-1], ex.T)
+    ns = (min(lengths[0], max(1, top // 2)), top)
+    grads = [p.grad for p in params]
+    out = []
+    try:
+        for n in ns:
+            for p in params:
+                p.grad = None
+            with LiveBytesTracker() as mt, torch.enable_grad():
+                h, total = ex.user(ex.start()), None
+                for i in range(1, n + 1):
+                    h, loss = ex.step(h, ex.xsteps[i - 1])
+                    total = loss if total is None else total + loss
+                if params and total.requires_grad:  # h_n held, as a caller holds it
+                    torch.autograd.backward(total, inputs=params)
+                del h, total, loss
+                out.append((n, max(1, int(mt.peak_bytes))))
+    finally:
+        for p, g in zip(params, grads):
+            p.grad = g
+    return tuple(out)
 
 
 def working_set_bytes(step, state0, inputs, *, chain: bool = False) -> int:

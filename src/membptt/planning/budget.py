@@ -19,13 +19,18 @@ beyond it. :func:`bytes_for` is its inverse: the least byte budget giving ``unit
 
 **What a percentage is of** (``percent_of``, :func:`reference_bytes`):
 
-* ``"stepped"`` (default): the bytes plain stepped BPTT holds. With a working set known
-  (``CostModel.working_bytes``, measured by the probe) that is ``T * beta_bytes +
-  working_bytes``: each step's saved tensors share their input state with the previous step's
-  output, so a chain of ``T`` stored steps costs ``beta_bytes`` each. Without a working set
-  it is ``T * internal_bytes``, the full-cache memory of the paper (``T`` internal states);
-  without sizes ``alpha * T`` units. Missing step values are taken from the segments' 1-step
-  values (a fused call of one step is the stepped call);
+* ``"stepped"`` (default): the bytes plain stepped BPTT holds (the step called ``T`` times
+  under autograd, the summed loss backpropagated once). **Measured** when the cost model has
+  ``stepped_peaks`` (the probe measures that peak at two short lengths, 8 and 32 steps, and a
+  plain BPTT's peak is affine in ``T``: every step saves the same tensors): the measured value
+  at a measured length, else the line through the two nearest measurements. Without a
+  measurement it is estimated: ``T * beta_bytes + working_bytes`` with a working set known
+  (``CostModel.working_bytes``): each step's saved tensors share their input state with the
+  previous step's output, so a chain of ``T`` stored steps costs ``beta_bytes`` each; without
+  a working set ``T * internal_bytes``, the full-cache memory of the paper (``T`` internal
+  states); without sizes ``alpha * T`` units. Missing step values are taken from the
+  segments' 1-step values (a fused call of one step is the stepped call). The note of a
+  budget says which of these it used;
 * ``"fused"``: the bytes fused full BPTT (one ``T``-step call with graph, backpropagated at
   once) holds, from the segment measurements: ``working_bytes(T)`` interpolated when ``T`` is
   at most the longest measured length ``L``; beyond it ``working_bytes(L) + (T - L) *
@@ -146,9 +151,29 @@ def fused_bptt_bytes(seq_len: int, costs: CostModel) -> int:
     return math.ceil(seg.working_bytes[-1] + (seq_len - L) * seg.beta_bytes[-1] / L)
 
 
+def measured_stepped_bytes(seq_len: int, costs: CostModel) -> int | None:
+    """Plain stepped BPTT's peak from the measured ``costs.stepped_peaks`` (the measured
+    value at a measured length, else the line through the two nearest measurements); None
+    without measurements."""
+    pts = costs.stepped_peaks
+    if not pts:
+        return None
+    for n, b in pts:
+        if n == seq_len:
+            return b
+    j = next((i for i, (n, _) in enumerate(pts) if n > seq_len), len(pts))
+    j = min(max(j, 1), len(pts) - 1)
+    (n0, b0), (n1, b1) = pts[j - 1], pts[j]
+    return max(1, math.ceil(b0 + (seq_len - n0) * (b1 - b0) / (n1 - n0)))
+
+
 def stepped_bptt_bytes(seq_len: int, costs: CostModel) -> int | None:
-    """``T * beta_bytes + working_bytes`` with a known working set, else ``T *
-    internal_bytes`` (module docstring); None without sizes."""
+    """Plain stepped BPTT's bytes: measured (:func:`measured_stepped_bytes`) when the cost
+    model has ``stepped_peaks``, else ``T * beta_bytes + working_bytes`` with a known working
+    set, else ``T * internal_bytes`` (module docstring); None without sizes."""
+    measured = measured_stepped_bytes(seq_len, costs)
+    if measured is not None:
+        return measured
     seg = costs.segments
     if costs.has_sizes:
         internal, beta = costs.internal_bytes, costs.beta_bytes
@@ -173,9 +198,15 @@ def reference_bytes(seq_len: int, costs: CostModel, percent_of: str) -> tuple[in
     ref = stepped_bptt_bytes(seq_len, costs)
     if ref is None:
         return None, ""
+    if costs.stepped_peaks:
+        lengths = [n for n, _ in costs.stepped_peaks]
+        how = ("measured" if seq_len in lengths else
+               "affine in T through its peaks measured at "
+               + " and ".join(map(str, lengths)) + " steps")
+        return ref, f"plain stepped BPTT's measured peak, {ref:,} B at T={seq_len} ({how})"
     work = ", working set included" if (costs.working_bytes is not None
                                         or costs.segments is not None) else ""
-    return ref, f"stepped BPTT's {ref:,} B at T={seq_len}{work}"
+    return ref, f"stepped BPTT's estimated {ref:,} B at T={seq_len}{work}"
 
 
 # -- a request, resolved once --------------------------------------------------------------------

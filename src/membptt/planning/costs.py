@@ -174,6 +174,23 @@ class SegmentCosts:
 MAX_BYTES = 2**63 - 1  # no state is larger than an addressable memory
 
 
+def _peaks(v) -> tuple:
+    """``CostModel.stepped_peaks`` checked: two or more ``(steps, bytes)`` pairs of positive
+    ints, steps strictly increasing (JSON lists read back as tuples)."""
+    why = ("CostModel.stepped_peaks must be two or more (steps, bytes) pairs of positive ints "
+           f"with steps increasing, e.g. ((8, 120000), (32, 410000)); got {v!r}")
+    try:
+        pairs = tuple((a, b) for a, b in v)
+    except (TypeError, ValueError):
+        raise ValueError(why) from None
+    ok = len(pairs) >= 2 and all(
+        not isinstance(x, bool) and isinstance(x, int) and 0 < x <= MAX_BYTES
+        for pair in pairs for x in pair)
+    if not ok or any(b[0] <= a[0] for a, b in zip(pairs, pairs[1:])):
+        raise ValueError(why)
+    return pairs
+
+
 @dataclass(frozen=True)
 class CostModel:
     run_fixed: float = 0.0
@@ -185,8 +202,13 @@ class CostModel:
     beta_bytes: int | None = None
     segments: SegmentCosts | None = None
     working_bytes: int | None = None
+    # plain stepped BPTT's measured live-bytes peak: ((steps, bytes), ...), lengths increasing
+    # (the probe measures it; the base of percentage budgets, budget.stepped_bptt_bytes)
+    stepped_peaks: tuple | None = None
 
     def __post_init__(self):
+        if self.stepped_peaks is not None:
+            object.__setattr__(self, "stepped_peaks", _peaks(self.stepped_peaks))
         if isinstance(self.segments, dict):  # read back from JSON (CostModel(**json.load(f)))
             try:
                 object.__setattr__(self, "segments", SegmentCosts(**self.segments))
