@@ -201,7 +201,9 @@ def test_fused_plans_bound_the_predicted_peak(strategy, t, block):
         c = next(c for c in p.info["candidates"] if c["k"] == p.block)
         assert p.predicted_cost == c["predicted_cost"] == min(
             x["predicted_cost"] for x in p.info["candidates"] if x["feasible"])
-        expect = [L for L in LENGTHS if L <= t] if block is None else [block]
+        # the measured lengths and every uniform length ceil(t / K), K = 2..128
+        uniform = {-(-t // K) for K in range(2, min(128, t) + 1)}
+        expect = sorted({L for L in LENGTHS if L <= t} | uniform) if block is None else [block]
         assert [c["k"] for c in p.info["candidates"]] == expect
 
 
@@ -333,7 +335,9 @@ def test_cli_block_flag(capsys, tmp_path):
     code = main(["plan", "--strategy", "msm", "--seq-len", "40", "--memory", "30%", "--costs",
                  str(path), "--json"])
     d = json.loads(capsys.readouterr().out)
-    assert code == 0 and d["block"] in LENGTHS and d["predicted_peak_bytes"] <= d["budget"]["bytes"]
+    uniform = {-(-40 // K) for K in range(2, 41)}
+    assert code == 0 and d["predicted_peak_bytes"] <= d["budget"]["bytes"]
+    assert d["planner"] == "chains" or d["block"] in set(LENGTHS) | uniform
     code = main(["plan", "--strategy", "msm", "--seq-len", "40", "--memory", "30%", "--costs",
                  str(path), "--planner", "steps"])
     out = capsys.readouterr().out
@@ -357,7 +361,8 @@ def test_step_replay_matches_block_replay_counts():
 def test_stepped_percent_from_segments_alone():
     """Without step sizes, the segments' 1-step values stand in for stepped BPTT's bytes."""
     seg = segments()
-    p = membptt.plan("msm", 40, "20%", costs=CostModel(hidden_bytes=HB, segments=seg))
+    p = membptt.plan("msm", 40, "20%", costs=CostModel(hidden_bytes=HB, segments=seg),
+                     planner="blocks", block=4)
     assert p.budget.bytes == int(0.2 * (40 * seg.beta_bytes[0] + seg.working_bytes[0]))
     assert p.predicted_peak_bytes <= p.budget.bytes and p.info["k_measured"]
 

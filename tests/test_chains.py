@@ -168,8 +168,8 @@ def test_chains_never_cost_more_than_block_hsm(T, memory, k):
 
 def test_chain_plan_errors_name_the_problem():
     c = costs()
-    with pytest.raises(ValueError, match="planner .chains. does not apply to strategy .msm."):
-        membptt.plan("msm", 20, "50000B", costs=c, planner="chains")
+    with pytest.raises(ValueError, match="planner .chains. does not apply to strategy .ism."):
+        membptt.plan("ism", 20, "50000B", costs=c, planner="chains")
     with pytest.raises(ValueError, match="needs costs with segments"):
         membptt.plan("hsm", 20, "50000B", costs=CostModel(hidden_bytes=HB, internal_bytes=2 * HB),
                      planner="chains")
@@ -210,10 +210,12 @@ def _against_plain(model, s0, inputs, p):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("memory", ["40000B", "90000B"])
-def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, memory):
+@pytest.mark.parametrize("strategy", ["hsm", "msm"])  # an HSM chain plan is an MSM plan
+def test_chain_plans_equal_plain_autograd_with_one_fused_call_per_chain(kind, memory, strategy):
     T = 37
     model, s0, inputs = _make(kind, T)
-    p = membptt.plan("hsm", T, memory, costs=costs(), planner="chains")
+    p = membptt.plan(strategy, T, memory, costs=costs(), planner="chains")
+    assert p.strategy == strategy and p.planner == "chains"
     err, st, _ = _against_plain(model, s0, inputs, p)
     assert err <= 1e-10
     segs = [ins for ins in compiled(p).instructions if isinstance(ins, Graph)]
@@ -316,10 +318,10 @@ def test_cli_block_chains(capsys, tmp_path):
     d = json.loads(capsys.readouterr().out)
     assert code == 0 and d["planner"] == "chains" and d["info"]["chains"] >= 1
     assert d["predicted_peak_bytes"] <= d["budget"]["bytes"]
-    code = main(["plan", "--strategy", "msm", "--seq-len", "40", "--memory", "60000B",
+    code = main(["plan", "--strategy", "ism", "--seq-len", "40", "--memory", "60000B",
                  "--costs", str(path), "--planner", "chains"])
     err = capsys.readouterr().err
-    assert code == 2 and "does not apply to strategy 'msm'" in err
+    assert code == 2 and "does not apply to strategy 'ism'" in err
 
 
 # -- CUDA (skipped without a GPU) ----------------------------------------------------------------

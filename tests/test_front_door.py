@@ -26,7 +26,8 @@ PAIRS = [(s, p) for s in ("hsm", "ism", "msm") for p in ("steps", "blocks", "cha
 
 def test_registry_declares_the_planners():
     assert membptt.STRATEGIES["hsm"].planners == ("steps", "blocks", "chains")
-    assert membptt.STRATEGIES["msm"].planners == ("steps", "blocks")
+    # an HSM chain plan is an MSM plan within the same budget
+    assert membptt.STRATEGIES["msm"].planners == ("steps", "blocks", "chains")
     assert membptt.STRATEGIES["chen"].planners == ("steps",)
     with pytest.raises(ValueError, match="does not apply to strategy 'chen'; its planners: steps"):
         membptt.plan("chen", 20, planner="blocks", costs=fused_costs())
@@ -206,6 +207,33 @@ def test_plan_is_never_slower_than_the_uniform_checkpoint_at_its_memory(seed):
         best = membptt.plan("hsm", T, budget, costs=costs)
         assert best.predicted_cost <= chains.predicted_cost
         assert best.predicted_peak_bytes <= peer.peak_bytes
+        # MSM contains HSM: its front door is never slower either
+        mixed = membptt.plan("msm", T, budget, costs=costs)
+        assert mixed.predicted_cost <= chains.predicted_cost
+        assert mixed.predicted_peak_bytes <= peer.peak_bytes
+
+
+@pytest.mark.parametrize("T,K", [(1000, 8), (1000, 16), (600, 7), (250, 4)])
+def test_uniform_block_lengths_are_candidates(T, K):
+    """Blocks of ceil(T / K) steps are tried even where no segment length was measured (K
+    balanced segments, the checkpoint's schedule), priced by interpolation; with memory for
+    every bound, HSM on them is exactly that schedule: the bounds stored in a graph-free first
+    sweep, then each block recomputed once with graph and backpropagated."""
+    costs = fused_costs()
+    k = -(-T // K)
+    assert k not in costs.segments.lengths
+    auto = membptt.plan("hsm", T, "1GiB", costs=costs, planner="blocks")
+    assert k in [c["k"] for c in auto.info["candidates"]]
+    p = membptt.plan("hsm", T, "1GiB", costs=costs, planner="blocks", block=k)
+    n = -(-T // k)
+    last = T - (n - 1) * k
+    assert p.block == k and p.segment_ends == tuple(min(j * k, T) for j in range(1, n + 1))
+    assert p.forward_ops == (T - last) + T  # the first sweep, then every block once with graph
+    if T % K == 0:  # the same blocks as K balanced segments: the checkpoint's own ops
+        ops, ends = checkpoint_ops(T, K)
+        assert ends == p.segment_ends
+        peer = predict(ops, T, costs, segment_ends=ends)
+        assert p.predicted_cost == pytest.approx(peer.total_cost, rel=1e-12)
 
 
 @pytest.fixture(scope="module")

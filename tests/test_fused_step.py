@@ -137,3 +137,31 @@ def test_every_layout_mistake_has_a_message():
         bptt(step, s0, (xt, yt, torch.ones(T, B), torch.ones(T, B)), p)
     with pytest.raises(ValueError, match=r"weight extra must match the targets' shape"):
         bptt(step, s0, (xt, yt, torch.ones(T, B, 2)), p)
+
+
+@pytest.mark.parametrize("layers,dropout,eval_expected", [(1, 0.0, True), (2, 0.0, True),
+                                                          (1, 0.5, True), (2, 0.5, False)])
+def test_graph_free_calls_run_in_eval_mode_where_exact(layers, dropout, eval_expected):
+    """A graph-free call of a module in training mode runs with ``training=False`` when no
+    dropout is active between layers (same result; cuDNN keeps no training reserve), and the
+    module is left in training mode; with graph, or with active dropout, it stays training."""
+    import warnings
+
+    from membptt.models.fusedcall import run_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dropout with one layer
+        rnn = nn.LSTM(3, 4, num_layers=layers, dropout=dropout).double()
+    seen = []
+    rnn.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        h = run_module(rnn, x, None, chunk=4)
+    assert seen == [not eval_expected] * 2 and rnn.training
+    seen.clear()
+    run_module(rnn, x, None)
+    assert seen == [True]
+    if dropout == 0.0:
+        torch.manual_seed(0)
+        _, ref = rnn(x)
+        assert all(torch.equal(a, b) for a, b in zip(h, ref))

@@ -143,3 +143,24 @@ def test_stepped_peaks_are_checked_and_round_trip():
                 "8,800", [(8,), (32, 3)]):
         with pytest.raises(ValueError, match="stepped_peaks must be two or more"):
             CostModel(stepped_peaks=bad)
+
+
+def test_monotone_pools_noise_dips():
+    from membptt.execution.probe import monotone
+
+    assert monotone([1.0, 2.0, 3.0]) == [1.0, 2.0, 3.0]
+    assert monotone([3.0, 1.0, 2.0]) == [2.0, 2.0, 2.0]
+    assert monotone([371.0, 594.0, 498.0, 482.0, 502.0, 525.0]) == pytest.approx(
+        [371.0, 519.0, 519.0, 519.0, 519.0, 525.0])
+    out = monotone([5.0, 4.0, 6.0, 1.0, 9.0])
+    assert all(a <= b for a, b in zip(out, out[1:]))
+    assert sum(out) == pytest.approx(25.0)  # pooling keeps the total
+
+
+def test_probed_call_times_never_fall_with_length():
+    model, s0, inputs = setup(T=40, H=16)
+    seg = probe(model, s0, inputs, repeats=2, chain=4, segment_lengths=(1, 2, 4, 8, 16)).segments
+    for name in ("forward", "backward"):
+        v = getattr(seg, name)
+        assert all(a <= b for a, b in zip(v, v[1:])), (name, v)
+    assert all(a <= b for a, b in zip(seg.run_seconds, seg.run_seconds[1:]))

@@ -35,6 +35,12 @@ holds), and graph-free fused runs at several lengths. These go into
 ``CostModel.segments`` (a :class:`~membptt.planning.costs.SegmentCosts`), on which the planner
 plans blocks of fused steps.
 
+Stable prices. Times are medians over ``repeats`` rounds taken round-robin (every length once
+per round, so a slow spell of the machine hits all lengths alike), then made non-decreasing in
+length (:func:`monotone`, pool adjacent violators): a longer call never costs less than a
+shorter one, and a dip that is only noise would otherwise move the planner's choice from one
+probe to the next. Sizes are live-byte counts, deterministic for a given step and shape.
+
 Protocol check. Before measuring, the probe checks that ``advance`` and ``segment`` agree with
 ``step`` (same states and summed loss over a few steps, within float tolerance) and that a step
 replays identically from the same default-generator RNG state (a step that draws from a private
@@ -62,7 +68,7 @@ from .memtrack import LiveBytesTracker, state_bytes
 __all__ = ["probe", "measure_step", "StepReport", "ProtocolError", "working_set_bytes",
            "SEGMENT_LENGTHS"]
 
-SEGMENT_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128)
+SEGMENT_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 RUN_LENGTHS = (1, 4, 16, 64, 256, 1024)
 
 
@@ -482,6 +488,18 @@ def _run_transient(ex, h, mt):
     return worst
 
 
+def monotone(ys) -> list[float]:
+    """The non-decreasing sequence closest to ``ys`` in least squares (pool adjacent
+    violators): measured call times by increasing length, with noise dips pooled away."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for y in ys:
+        blocks.append([float(y), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, n1), (m2, n2) = blocks.pop(-2), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return [m for m, n in blocks for _ in range(n)]
+
+
 def _segments(ex, h1, lengths, repeats, sizes, times, extra):
     """Fused-call measurements by length (see the module docstring).
 
@@ -513,9 +531,11 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
                 g[L].append(t2 - t1)
             for L in run_lengths:
                 r[L].append(_timed_run(ex, h1, L))
-        fwd = [statistics.median(f[L]) for L in lengths]
-        bwd = [statistics.median(g[L]) for L in lengths]
-        run_seconds = [statistics.median(r[L]) for L in run_lengths]
+        # medians over rounds, then made non-decreasing in length (a longer call does not
+        # cost less: a dip is noise, and a plan chosen on it would change from probe to probe)
+        fwd = monotone([statistics.median(f[L]) for L in lengths])
+        bwd = monotone([statistics.median(g[L]) for L in lengths])
+        run_seconds = monotone([statistics.median(r[L]) for L in run_lengths])
     for L in lengths:
         if sizes:
             with LiveBytesTracker() as mt:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import warnings
 
+import torch
+
 __all__ = ["run_module"]
 
 
@@ -26,6 +28,22 @@ def run_module(rnn, x, h, *, chunk: int | None = None, prep=None, each=None):
     bf = rnn.batch_first
     n = x.shape[0]
     chunk = n if chunk is None else chunk
+    # graph-free calls run in eval mode where that is exact (no active dropout between
+    # layers): the result is the same, and cuDNN then keeps no training reserve for a backward
+    # that never comes (it allocates one whenever the module is in training mode, even under
+    # no_grad)
+    as_eval = (rnn.training and not torch.is_grad_enabled()
+               and (getattr(rnn, "dropout", 0) == 0 or getattr(rnn, "num_layers", 1) == 1))
+    if as_eval:
+        rnn.training = False
+    try:
+        return _calls(rnn, x, h, n, chunk, bf, prep, each)
+    finally:
+        if as_eval:
+            rnn.training = True
+
+
+def _calls(rnn, x, h, n, chunk, bf, prep, each):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
         for s in range(0, n, chunk):

@@ -66,8 +66,11 @@ forward count is never below the step optimum ``C(t, m)`` (``tests/test_blocks.p
 first ``k - 1`` steps as internal states, so at step level it is a mixed (MSM-family) plan:
 its bound is ``C_MSM``, and it can use fewer forwards than ``C_HSM``.
 
-**Choice of k** (``planner="blocks"`` without ``block``): every measured length ``k <= T`` of ``costs.segments``
-(powers of two up to ``T`` without segments) is solved exactly and the feasible ``k`` with the
+**Choice of k** (``planner="blocks"`` without ``block``): every measured length ``k <= T`` of
+``costs.segments`` and every uniform length ``ceil(T / K)``, ``K = 2 .. 128`` (the schedule of
+``torch.utils.checkpoint`` over ``K`` balanced segments is then always a candidate: stored
+block bounds, each block recomputed once with graph; its calls priced at their real length by
+interpolation) (powers of two up to ``T`` without segments) is solved exactly and the feasible ``k`` with the
 least predicted time wins (ties: lower predicted peak, then smaller ``k``). The candidates'
 predictions are in ``Plan.info["candidates"]``. A ``k`` whose DP table exceeds a planning limit
 (:mod:`membptt.planning.limits`: bytes or work; measured float costs prune less, so ``k = 1``
@@ -255,14 +258,24 @@ def _solve_block(pb: Problem, k: int, prices: Prices) -> dict:
     return cand
 
 
+UNIFORM_SEGMENTS = 128
+"""The largest ``K`` whose uniform length ``ceil(T / K)`` is a block candidate (the
+checkpoint fronts users compare with run ``K`` up to 128)."""
+
+
 def candidate_lengths(pb: Problem) -> list[int]:
     """The block lengths tried: ``pb.block`` when fixed (``k >= T``: one block), else every
-    measured segment length ``k <= T`` (powers of two without segments)."""
+    measured segment length ``k <= T`` and every uniform length ``ceil(T / K)`` for ``K = 2 ..
+    128`` (so ``K`` balanced segments, ``torch.utils.checkpoint``'s schedule, is always a
+    candidate; priced by interpolation between the measured lengths); powers of two without
+    segments."""
     T = pb.seq_len
     if pb.block is not None:
         return [min(pb.block, T)]
     if pb.costs.segments is not None:
-        return [L for L in pb.costs.segments.lengths if L <= T]
+        measured = {L for L in pb.costs.segments.lengths if L <= T}
+        uniform = {-(-T // K) for K in range(2, min(UNIFORM_SEGMENTS, T) + 1)}
+        return sorted(measured | uniform)
     return [2**e for e in range(T.bit_length()) if 2**e <= T]
 
 

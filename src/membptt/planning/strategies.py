@@ -180,8 +180,10 @@ def ism(req: Request):
     return ops, info
 
 
+# MSM's planners include chains: an HSM plan (hidden states and lone chains) is an MSM plan
+# within the same budget, so the front door may pick it when it is the fastest
 @register("msm", "BPTT-MSM: optimal DP mixing hidden and internal states (beta form with "
-          "--beta)", needs_alpha=True, planners=("steps", "blocks"),
+          "--beta)", needs_alpha=True, planners=("steps", "blocks", "chains"),
           dp_family=lambda a, b: (dp.msm_family(a, b), 1))
 def msm(req: Request):
     return _dp_plan(req, dp.msm_family(req.alpha, req.beta), req.memory)
