@@ -349,7 +349,7 @@ def test_cli_block_flag(capsys, tmp_path):
 
 def test_step_replay_matches_block_replay_counts():
     costs = fused_costs()
-    p = membptt.plan("msm", 45, "25%", costs=costs)
+    p = membptt.plan("msm", 45, "25%", costs=costs, planner="blocks")
     k = p.block
     n = -(-45 // k)
     again = simulate_ops(p.block_ops, n, alpha=p.info["block_alpha"], beta=p.info["block_beta"])

@@ -141,13 +141,21 @@ def test_every_layout_mistake_has_a_message():
 
 @pytest.mark.parametrize("layers,dropout,eval_expected", [(1, 0.0, True), (2, 0.0, True),
                                                           (1, 0.5, True), (2, 0.5, False)])
-def test_graph_free_calls_run_in_eval_mode_where_exact(layers, dropout, eval_expected):
-    """A graph-free call of a module in training mode runs with ``training=False`` when no
-    dropout is active between layers (same result; cuDNN keeps no training reserve), and the
-    module is left in training mode; with graph, or with active dropout, it stays training."""
+def test_graph_free_calls_run_in_eval_mode_where_exact(layers, dropout, eval_expected,
+                                                        monkeypatch):
+    """On CUDA, a graph-free call of a module in training mode runs with ``training=False``
+    when no dropout is active between layers (same result; cuDNN keeps no training reserve),
+    and the module is left in training mode; with graph, or with active dropout, it stays
+    training. (On CPU eval mode buys nothing; the rule is checked here with ``is_cuda``
+    reported true, and on a GPU by the CUDA tests.)"""
     import warnings
 
     from membptt.models.fusedcall import run_module
+
+    class CudaLike(torch.Tensor):  # a CPU tensor that says it is on CUDA, for the rule only
+        @property
+        def is_cuda(self):
+            return True
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dropout with one layer
@@ -156,7 +164,7 @@ def test_graph_free_calls_run_in_eval_mode_where_exact(layers, dropout, eval_exp
     rnn.register_forward_pre_hook(lambda m, a: seen.append(m.training))
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     with torch.no_grad():
-        h = run_module(rnn, x, None, chunk=4)
+        h = run_module(rnn, x.as_subclass(CudaLike), None, chunk=4)
     assert seen == [not eval_expected] * 2 and rnn.training
     seen.clear()
     run_module(rnn, x, None)

@@ -69,6 +69,7 @@ __all__ = ["probe", "measure_step", "StepReport", "ProtocolError", "working_set_
            "SEGMENT_LENGTHS"]
 
 SEGMENT_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+UNIFORM_KS = (4, 8, 16, 32, 64, 128)  # ceil(T / K) is measured too (default lengths only)
 RUN_LENGTHS = (1, 4, 16, 64, 256, 1024)
 
 
@@ -129,8 +130,10 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
 
     ``inputs`` has time on dim 0 like for :func:`membptt.bptt`; the chains use steps
     ``2..chain+1`` and the segments steps ``2..`` (cyclically within the sequence).
-    ``segments=False`` skips the fused-call measurements; ``segment_lengths`` are capped so
-    that two segments fit in the sequence (``2 L + 1 <= T``).
+    ``segments=False`` skips the fused-call measurements; ``segment_lengths`` (by default
+    powers of two up to 256 and the uniform lengths ``ceil(T / K)`` for ``K`` in
+    :data:`UNIFORM_KS`) are capped so that two segments fit in the sequence (``2 L + 1 <=
+    T``).
     """
     _check_int("repeats", repeats, 1)
     _check_int("chain", chain, 2)
@@ -140,7 +143,14 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         raise ValueError(f"measure_step needs inputs with at least 3 time steps, got {ex.T}")
     lengths = ()
     if ex.segments:
-        lengths = tuple(sorted({int(L) for L in segment_lengths if 2 * int(L) + 1 <= ex.T}))
+        # the given lengths and, by default, the uniform lengths ceil(T / K) of the checkpoint
+        # fronts users compare with: a call's time and working set are measured at the lengths
+        # such plans use (working sets are not linear in L to the byte: interpolating between
+        # 64 and 128 steps overstated a 125-step core by 4.4 % on the launch-bound LSTM)
+        extra = ({-(-ex.T // K) for K in UNIFORM_KS} if segment_lengths is SEGMENT_LENGTHS
+                 else set())
+        lengths = tuple(sorted({int(L) for L in set(segment_lengths) | extra
+                                if 2 * int(L) + 1 <= ex.T}))
         if not lengths or lengths[0] != 1:
             lengths = tuple(sorted(set(lengths) | {1}))
     rng = rng_snapshot(ex.cuda_devices)
@@ -508,7 +518,10 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
     compares them) instead of biasing the ones timed during it; medians over rounds."""
     T = ex.T
     fwd, bwd, stored, beta, working, core = [], [], [], [], [], []
-    run_lengths = tuple(L for L in RUN_LENGTHS if L <= T - 1) or (1,)
+    # graph-free runs: powers of four and the uniform lengths ceil(T / K) (a checkpoint
+    # schedule's first sweep runs those)
+    run_lengths = tuple(sorted({L for L in RUN_LENGTHS if L <= T - 1}
+                               | {-(-T // K) for K in UNIFORM_KS if -(-T // K) <= T - 1})) or (1,)
     run_seconds = []
     if times:
         f = {L: [] for L in lengths}

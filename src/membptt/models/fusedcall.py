@@ -28,11 +28,12 @@ def run_module(rnn, x, h, *, chunk: int | None = None, prep=None, each=None):
     bf = rnn.batch_first
     n = x.shape[0]
     chunk = n if chunk is None else chunk
-    # graph-free calls run in eval mode where that is exact (no active dropout between
-    # layers): the result is the same, and cuDNN then keeps no training reserve for a backward
-    # that never comes (it allocates one whenever the module is in training mode, even under
-    # no_grad)
-    as_eval = (rnn.training and not torch.is_grad_enabled()
+    # on CUDA, graph-free calls run in eval mode where that is exact (no active dropout
+    # between layers): the result is the same, and cuDNN then keeps no training reserve for a
+    # backward that never comes (it allocates one whenever the module is in training mode, even
+    # under no_grad). Not on CPU: there eval mode saves nothing and measured 4 % slower (four
+    # 64-step calls of an LSTM 16, batch 2, 1 thread: 904 against 871 us)
+    as_eval = (x.is_cuda and rnn.training and not torch.is_grad_enabled()
                and (getattr(rnn, "dropout", 0) == 0 or getattr(rnn, "num_layers", 1) == 1))
     if as_eval:
         rnn.training = False

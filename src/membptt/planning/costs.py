@@ -71,6 +71,17 @@ def interpolate(xs: tuple, ys: tuple, x: float) -> float:
     return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 
 
+def upper(xs: tuple, ys: tuple, x: float) -> float:
+    """Bytes at ``x`` steps from measurements at ``xs``: the value at the least measured
+    length ``>= x`` (bytes grow with length but not linearly to the byte: the fused LSTM's
+    working set steps up by 21 KB between 63 and 64 steps, so a line between measured points
+    can fall below the truth and a budget would not hold); beyond ``xs[-1]`` the longest
+    measurement's per-step rate, as :func:`interpolate`."""
+    if x >= xs[-1]:
+        return float(ys[-1]) * max(x, xs[-1]) / xs[-1]
+    return float(ys[bisect_left(xs, x)])
+
+
 @dataclass(frozen=True)
 class SegmentCosts:
     """Measured costs of fused multi-step calls, by length ``L`` (seconds and bytes).
@@ -92,8 +103,8 @@ class SegmentCosts:
     * ``run_lengths`` / ``run_seconds``: graph-free fused runs measured at these lengths.
 
     Lists are accepted and stored as tuples (so a model read back from JSON is hashable).
-    Values at unmeasured lengths come from :meth:`at` / :meth:`run` (piecewise-linear, see
-    :func:`interpolate` for what happens outside the measured range).
+    Values at unmeasured lengths come from :meth:`at` / :meth:`run`: times piecewise-linear
+    (:func:`interpolate`), bytes from the next measured length up (:func:`upper`).
     """
 
     lengths: tuple[int, ...]
@@ -154,14 +165,17 @@ class SegmentCosts:
 
     def at(self, name: str, length: float) -> float:
         """``name`` (forward, backward, stored_bytes, beta_bytes, working_bytes, core_bytes)
-        at ``length`` steps, interpolated between the measured lengths; ``core_bytes`` falls
-        back to ``working_bytes`` when it was not measured (an upper bound)."""
+        at ``length`` steps: times interpolated between the measured lengths, bytes taken at
+        the next measured length (:func:`upper`); ``core_bytes`` falls back to
+        ``working_bytes`` when it was not measured (an upper bound)."""
         valid = _SEGMENT_TIMES + _SEGMENT_BYTES + _OPTIONAL_BYTES
         if name not in valid:
             raise ValueError(f"unknown segment quantity {name!r}; valid: " + ", ".join(valid))
         if name == "core_bytes" and self.core_bytes is None:
             name = "working_bytes"
-        return interpolate(self.lengths, getattr(self, name), length)
+        if name in _SEGMENT_TIMES:
+            return interpolate(self.lengths, getattr(self, name), length)
+        return upper(self.lengths, getattr(self, name), length)
 
     def run(self, length: int) -> float:
         """Seconds of one graph-free fused run of ``length`` steps (0 for ``length <= 0``)."""
