@@ -279,3 +279,16 @@ def test_overflowing_segment_costs_are_refused_for_every_planner():
     for planner in ("auto", "blocks", "chains"):
         with pytest.raises(ValueError, match=r"SegmentCosts\.forward\[4\] = 1\.7e\+308"):
             membptt.plan("hsm", 50, "50%", costs=costs, planner=planner)
+
+
+@pytest.mark.parametrize("strategy", ["hsm", "msm"])
+def test_the_same_cost_model_always_gives_the_same_plan(strategy):
+    """Stable plans: planning is a pure function of (strategy, T, budget, costs): ties are
+    broken by fixed rules, never by timing or order of evaluation."""
+    costs = fused_costs()
+    for memory in ("10%", "30%", "60%"):
+        a = membptt.plan(strategy, 64, memory, costs=costs)
+        b = membptt.plan(strategy, 64, memory, costs=fused_costs())
+        assert (a.ops, a.planner, a.block, a.segment_ends) == (b.ops, b.planner, b.block,
+                                                               b.segment_ends)
+        assert a.info["planners"] == b.info["planners"]
