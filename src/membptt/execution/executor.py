@@ -690,7 +690,9 @@ class Executor:
         low = records[-1]
         hin, a = low.hin, low.a
         n = records[0].b - a + 1
-        del dh, records[:]  # only the graphs hold the chain now; they free as backward goes
+        # only the graphs hold the chain now; they free as backward goes (no record is held:
+        # a record keeps its output state, which a checkpoint drops before its backward)
+        del dh, low, records[:]
         if tensors:
             torch.autograd.backward(tensors, grads)
         del tensors, grads
@@ -787,6 +789,7 @@ class Executor:
                 rec = self.internal.pop(s)
             recs.append(rec)
             s = rec.a - 1
+        del rec  # the chain is in recs only, which backward() empties
         dh, self.dh = self.dh, None
         if self.grad_stash is None:  # the first chain: its graph names the step's parameters
             self.grad_stash = _GradStash(graph_params(
