@@ -292,3 +292,18 @@ def test_the_same_cost_model_always_gives_the_same_plan(strategy):
         assert (a.ops, a.planner, a.block, a.segment_ends) == (b.ops, b.planner, b.block,
                                                                b.segment_ends)
         assert a.info["planners"] == b.info["planners"]
+
+
+def test_auto_without_segments_falls_back_to_blocks_past_the_step_dps_limit():
+    """On the step model, a step DP past a planning limit is not the end: the front door
+    plans on blocks (same prices), and says which planner was refused and why."""
+    costs = CostModel(hidden_bytes=HB, internal_bytes=4 * HB, beta_bytes=3 * HB,
+                      working_bytes=6 * HB)
+    kw = dict(costs=costs, max_dp_work=2 * 10**5)
+    with pytest.raises(PlanTooLarge):  # an explicit planner is never replaced
+        membptt.plan("msm", 3000, "10%", planner="steps", **kw)
+    p = membptt.plan("msm", 3000, "10%", **kw)
+    assert p.planner == "blocks" and p.block > 1
+    assert p.info["planners"][0]["planner"] == "steps" and "refused" in p.info["planners"][0]
+    assert p.predicted_peak_bytes <= p.budget.bytes
+    simulate_ops(p.ops, 3000, alpha=p.alpha, beta=p.beta, count_initial=True, costs=costs)

@@ -1,7 +1,9 @@
 """``membptt.plan`` and ``membptt.min_memory``: one front door for every strategy and planner.
 
 The library picks the planner: ``planner="auto"`` (the default) plans at step level when the
-cost model has no fused segment measurements, and otherwise tries every planner the
+cost model has no fused segment measurements (and on blocks of the step model when the step DP
+is past a planning limit, :mod:`membptt.planning.limits`: the refusal is kept in
+``plan.info["planners"]``), and otherwise tries every planner the
 strategy's registry entry declares (``Strategy.planners``: steps, blocks, chains) and keeps
 the plan with the least predicted time under the plan's cost model (ties: smaller predicted
 peak, then the order steps, blocks, chains). Every candidate's prediction, or why it was not
@@ -194,7 +196,17 @@ def plan(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", blo
     pb = Problem(pb.strategy, pb.seq_len, req, pb.alpha, pb.beta, pb.costs, pb.options,
                  pb.block, pb.max_table_bytes, pb.max_ops, pb.max_dp_work)
     if len(names) == 1:
-        p = _MODULES[names[0]].plan(pb)
+        try:
+            p = _MODULES[names[0]].plan(pb)
+        except PlanTooLarge as e:
+            # auto on the step model: the step DP is past a planning limit (long sequences,
+            # many units), block plans on the same prices are not; say which was refused
+            if not (planner == "auto" and block is None and names == ["steps"]
+                    and "blocks" in pb.strategy.planners):
+                raise
+            p = _MODULES["blocks"].plan(pb)
+            p.info["planners"] = [{"planner": "steps", "refused": str(e)}, _row(p)]
+            return p
         p.info["planners"] = [_row(p)]
         return p
     plans, rows, errors, unusable = [], [], [], []
