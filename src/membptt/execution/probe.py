@@ -70,6 +70,7 @@ __all__ = ["probe", "measure_step", "StepReport", "ProtocolError", "working_set_
 
 SEGMENT_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 UNIFORM_KS = (4, 8, 16, 32, 64, 128)  # ceil(T / K) is measured too (default lengths only)
+UNIFORM_MIN_T = 128  # below it the powers of two are dense enough (and probes stay short)
 RUN_LENGTHS = (1, 4, 16, 64, 256, 1024)
 
 
@@ -131,8 +132,8 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
     ``inputs`` has time on dim 0 like for :func:`membptt.bptt`; the chains use steps
     ``2..chain+1`` and the segments steps ``2..`` (cyclically within the sequence).
     ``segments=False`` skips the fused-call measurements; ``segment_lengths`` (by default
-    powers of two up to 256 and the uniform lengths ``ceil(T / K)`` for ``K`` in
-    :data:`UNIFORM_KS`) are capped so that two segments fit in the sequence (``2 L + 1 <=
+    powers of two up to 256 and, from ``T = 128`` on, the uniform lengths ``ceil(T / K)`` for
+    ``K`` in :data:`UNIFORM_KS`) are capped so that two segments fit in the sequence (``2 L + 1 <=
     T``).
     """
     _check_int("repeats", repeats, 1)
@@ -147,8 +148,8 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         # fronts users compare with: a call's time and working set are measured at the lengths
         # such plans use (working sets are not linear in L to the byte: interpolating between
         # 64 and 128 steps overstated a 125-step core by 4.4 % on the launch-bound LSTM)
-        extra = ({-(-ex.T // K) for K in UNIFORM_KS} if segment_lengths is SEGMENT_LENGTHS
-                 else set())
+        extra = ({-(-ex.T // K) for K in UNIFORM_KS}
+                 if segment_lengths is SEGMENT_LENGTHS and ex.T >= UNIFORM_MIN_T else set())
         lengths = tuple(sorted({int(L) for L in set(segment_lengths) | extra
                                 if 2 * int(L) + 1 <= ex.T}))
         if not lengths or lengths[0] != 1:
@@ -520,8 +521,8 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
     fwd, bwd, stored, beta, working, core = [], [], [], [], [], []
     # graph-free runs: powers of four and the uniform lengths ceil(T / K) (a checkpoint
     # schedule's first sweep runs those)
-    run_lengths = tuple(sorted({L for L in RUN_LENGTHS if L <= T - 1}
-                               | {-(-T // K) for K in UNIFORM_KS if -(-T // K) <= T - 1})) or (1,)
+    uniform = {-(-T // K) for K in UNIFORM_KS} if T >= UNIFORM_MIN_T else set()
+    run_lengths = tuple(sorted({L for L in {*RUN_LENGTHS, *uniform} if L <= T - 1})) or (1,)
     run_seconds = []
     if times:
         f = {L: [] for L in lengths}
