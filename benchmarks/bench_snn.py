@@ -22,7 +22,8 @@ first, and the medians of per-round time ratios):
 * ``spikingjelly plain``: the same SpikingJelly modules without memopt (what memopt
   starts from: multi-step modules stack their outputs over time);
 * ``membptt P%``: ``membptt.plan("msm", T, memory=f"{B}B", costs=membptt.probe(...))`` and
-  ``membptt.bptt`` with ``B = P/100 x`` plain's *measured* peak;
+  ``membptt.bptt`` with ``B = P/100 x`` plain's *measured* peak (where the front door refuses
+  to plan a budget as too large, ``planner="blocks"``, as its message advises; logged);
 * ``membptt @ckpt K`` / ``membptt @memopt``: ``B`` = that method's measured peak, and the
   per-round time ratio to it.
 
@@ -143,6 +144,18 @@ def spikingjelly_net(model):
     return net, (Layer, Readout, functional)
 
 
+def plan_msm(T, budget, costs, log, name):
+    """``membptt.plan("msm", T, f"{budget}B", costs=costs)``; when the front door refuses it
+    as too large to plan (the step DP's work or table limit: tiny states make large budgets
+    thousands of units at T = 5000), the block planner, as its message advises."""
+    try:
+        return membptt.plan("msm", T, f"{budget}B", costs=costs)
+    except membptt.PlanTooLarge as e:
+        log(f"# {name}: planner='auto' refused {budget} B ({str(e).split(':')[0]}); "
+            "planner='blocks' as the message advises")
+        return membptt.plan("msm", T, f"{budget}B", costs=costs, planner="blocks")
+
+
 def sj_iteration(net, reset, x, y):
     reset(net)
     u = net(x)  # (T, B, classes)
@@ -232,11 +245,15 @@ def run_T(T, args, log, command):
         budgets[f"membptt @{ref}"] = (peaks[ref], ref)
     plans = {}
     for name, (b, ref) in budgets.items():
+        t0 = time.perf_counter()
         try:
-            p = membptt.plan("msm", T, f"{b}B", costs=costs)
+            p = plan_msm(T, b, costs, log, name)
         except (membptt.BudgetTooSmall, membptt.PlanTooLarge) as e:
             log(f"# {name}: {b} B refused: {e}")
             continue
+        log(f"# {name}: planned in {time.perf_counter() - t0:.1f} s (not timed): "
+            f"planner {p.planner}, block {p.block or 1}, "
+            f"{p.forward_ops / T:.3f} forwards per step")
         plans[name] = p
         runs[name] = lambda p=p: bptt(model, s0, (x, y), p).backward()
         peaks[name], g = peak_of(model, runs[name])
