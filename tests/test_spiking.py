@@ -159,6 +159,14 @@ def test_probed_plan_exact_and_inside_its_byte_budget():
         loss.backward()
     assert tr.peak_bytes <= budget, (tr.peak_bytes, budget)
     assert max_rel_err([q.grad for q in model.parameters()], ref_g) <= 1e-10
+    # the block planner (what bench_snn.py falls back to at T = 5000): exact, inside too
+    p = membptt.plan("msm", T, f"{budget}B", costs=costs, planner="blocks", block=4)
+    model.zero_grad(set_to_none=True)
+    with LiveBytesTracker() as tr:
+        loss = bptt(model, s0, inputs, p)
+        loss.backward()
+    assert p.block == 4 and tr.peak_bytes <= budget, (tr.peak_bytes, budget)
+    assert max_rel_err([q.grad for q in model.parameters()], ref_g) <= 1e-10
 
 
 def test_surrogate_backward_is_the_documented_derivative():
