@@ -16,7 +16,7 @@ first, and the medians of per-round time ratios):
   checkpointing of every target module over the whole sequence, binary inputs bit-packed)
   on the same network as SpikingJelly multi-step modules (``base.MemoryModule`` layers whose
   steps are the same :class:`~membptt.models.spiking.SpikingLayer` calls on the same
-  parameters, so spikes are bit-identical and gradients comparable). Levels 2-4 need CUDA
+  parameters, so spikes are bit-identical and gradients comparable; ``--sj-input``). Levels 2-4 need CUDA
   (``memopt levels 2-4 require CUDA memory profiling``) and are not run. Skipped, and said
   so, when SpikingJelly is not installed;
 * ``spikingjelly plain``: the same SpikingJelly modules without memopt (what memopt
@@ -64,7 +64,7 @@ FIELDS = ["seq_len", "method", "kind", "param", "budget_bytes", "peak_bytes", "p
           "within_budget", "time_median_s", "ratio_vs_plain", "ref", "ratio_vs_ref",
           "grad_max_rel", "forwards_per_step", "planner", "block", "rounds", "threads",
           "batch", "input_size", "hidden", "classes", "dtype", "torch", "spikingjelly",
-          "command"]
+          "sj_input", "command"]
 
 
 # -- the methods -----------------------------------------------------------------------------
@@ -93,9 +93,17 @@ def ckpt_iteration(model, s0, x, y, K):
     total.backward()
 
 
-def spikingjelly_net(model):
+def spikingjelly_net(model, sj_input="unbind"):
     """The same network as SpikingJelly multi-step modules (``step_mode="m"``, time on dim 0),
-    sharing ``model``'s parameter tensors. ``None`` when SpikingJelly is not installed."""
+    sharing ``model``'s parameter tensors. ``None`` when SpikingJelly is not installed.
+
+    ``sj_input``: how a layer takes its input sequence apart: ``"unbind"`` (one
+    ``x_seq.unbind(0)``; its backward stacks the step gradients once) or ``"index"``
+    (``x_seq[t]`` at every step, as ``MemoryModule.multi_step_functional_forward``'s default
+    does; each step's backward then materialises a zero gradient of the whole sequence, so
+    backward time grows as T^2 for a layer whose input needs a gradient)."""
+    steps = (lambda xs: xs.unbind(0)) if sj_input == "unbind" else (
+        lambda xs: [xs[t] for t in range(xs.shape[0])])
     try:
         from spikingjelly.activation_based import base, functional
     except ImportError:
@@ -114,8 +122,8 @@ def spikingjelly_net(model):
             v = self.v if self.v is not None else x_seq.new_zeros(x_seq.shape[1],
                                                                  self.layer.n_out)
             out = []
-            for t in range(x_seq.shape[0]):
-                s, v, _ = self.layer(x_seq[t], v)
+            for x_t in steps(x_seq):
+                s, v, _ = self.layer(x_t, v)
                 out.append(s)
             self.v = v
             return torch.stack(out)
@@ -133,8 +141,8 @@ def spikingjelly_net(model):
             u = self.u if self.u is not None else s_seq.new_zeros(s_seq.shape[1],
                                                                  self.linear.out_features)
             out = []
-            for t in range(s_seq.shape[0]):
-                u = self.kappa * u + self.linear(s_seq[t])
+            for s_t in steps(s_seq):
+                u = self.kappa * u + self.linear(s_t)
                 out.append(u)
             self.u = u
             return torch.stack(out)
@@ -215,14 +223,14 @@ def run_T(T, args, log, command):
         peaks[name], g = peak_of(model, runs[name])
         gerr[name] = max_rel(g, g_plain)
         rows[name] = {"kind": "torch.utils.checkpoint", "param": f"chunks={K}"}
-    net, sj = spikingjelly_net(model)
+    net, sj = spikingjelly_net(model, args.sj_input)
     if net is None:
         log("# SpikingJelly is not installed: memopt not run (pip install spikingjelly==2.0.0)")
     else:
         from spikingjelly.activation_based.memopt import optimize_memory
 
         Layer, Readout, functional = sj
-        plain_net, _ = spikingjelly_net(model)  # the same modules without memopt
+        plain_net, _ = spikingjelly_net(model, args.sj_input)  # the same, without memopt
         name = "spikingjelly plain"
         runs[name] = lambda: sj_iteration(plain_net, functional.reset_net, x, y)
         peaks[name], g = peak_of(model, runs[name])
@@ -289,10 +297,11 @@ def run_T(T, args, log, command):
                     "input_size": args.input_size, "hidden": args.hidden,
                     "classes": args.classes, "dtype": "float32",
                     "torch": torch.__version__, "spikingjelly": versions(),
+                    "sj_input": args.sj_input if "memopt L1" in runs else "",
                     "command": command})
     log(f"\nT={T}: {args.neuron} 2 x {args.hidden}, input {args.input_size}, batch "
         f"{args.batch}, float32, {args.threads} thread(s), {args.rounds} rounds (first "
-        f"dropped); best checkpoint by peak: {best}")
+        f"dropped); SpikingJelly input: {args.sj_input}; best checkpoint by peak: {best}")
     log(f"{'method':20s} {'peak MiB':>8s} {'x plain':>7s} {'budget':>8s} {'in':>3s} "
         f"{'median s':>8s} {'t/plain':>7s} {'t/ref':>6s} {'fwd/step':>8s} {'grad rel':>9s}")
     for r in out:
@@ -335,6 +344,9 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--neuron", choices=("lif", "alif"), default="lif")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sj-input", choices=("unbind", "index"), default="unbind",
+                    help="how the SpikingJelly layers take their input sequence apart "
+                    "(index: x_seq[t] per step, MemoryModule's default; backward ~T^2)")
     ap.add_argument("--out", default=str(ROOT / "results" / "snn" / "snn_cpu.csv"))
     ap.add_argument("--log", default=None, help="default: the --out path with .log")
     args = ap.parse_args(argv)
