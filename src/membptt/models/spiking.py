@@ -2,8 +2,8 @@
 
 Spiking networks are trained with BPTT over many time steps (hundreds to thousands: one per
 millisecond of simulated time), and plain autograd keeps every step's graph, so memory grows
-with ``T`` exactly as for the paper's RNNs (Gruslys et al. 2016, section 1). The step here is
-the recurrence ``state_{t} = f(state_{t-1}, x_t)`` of section 3 with a per-step loss, so every
+with ``T`` exactly as for the paper's RNNs (Gruslys et al. 2016, arXiv:1606.03401). The step here is
+the recurrence ``state_{t} = f(state_{t-1}, x_t)`` of the paper's Sec. 3 with a per-step loss, so every
 strategy of the planner (BPTT-HSM, -ISM, -MSM, Chen's, ...) applies unchanged.
 
 One step of :class:`SpikingNetwork` (``step(state, (x_t, y_t)) -> (state, loss_t)``), for each
