@@ -173,6 +173,15 @@ def lm_outputs():
     return files
 
 
+# the spiking-network comparison group, committed (benchmarks/bench_snn.py, run by hand):
+# an input of the report when this checkout has it
+SNN_CSV = os.path.join(workflow.basedir, "results", "snn", "snn_cpu.csv")
+
+
+def snn_csvs():
+    return [SNN_CSV] if os.path.exists(SNN_CSV) else []
+
+
 def lm_in_all():
     return lm_outputs() if LM.get("in_all") else []
 

@@ -15,6 +15,7 @@ rule report:
         benchmarks=measured_benchmarks(),
         reversible=reversible_csvs(),
         lm=lm_in_all(),
+        snn=snn_csvs(),
     output:
         report=out("paper/REPORT.md"),
     params:

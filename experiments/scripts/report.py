@@ -150,6 +150,7 @@ def main(smk):
 
     rev_md, rev_rows = reversible_section(smk, pub, inputs)
     rows += rev_rows
+    snn_md = snn_section(list(getattr(smk.input, "snn", [])))
 
     summary = pd.DataFrame(rows)[["kind", "claim", "paper", "ours", "verdict"]]
     summary.columns = ["", "claim", "paper", "ours", "verdict"]
@@ -185,6 +186,7 @@ def main(smk):
         table_bounds=read_table_md(inputs, "bounds"),
         measured=measured_md,
         reversible=rev_md,
+        snn=snn_md,
         provenance="\n".join(prov),
         rerun=rerun + "   # everything, measurements included\n"
                       "pytest tests/test_pipeline*.py   # the pipeline's tests (tiny config)",
@@ -332,6 +334,45 @@ def measured_section(smk, pub, mcsv, inputs):
                      "verdict": verdict(bool((ge < thr["grad_error_max"]).all()), "yes", "no"),
                      "kind": "measured"})
     return "\n\n".join(md), rows
+
+
+def snn_section(csvs):
+    """Spiking networks: the committed comparison group of ``benchmarks/bench_snn.py``
+    (``results/snn/snn_cpu.csv``, an input of this rule when the file exists; it is not made by
+    a rule: the benchmark takes minutes and runs by hand). Every ratio is a median of
+    per-round ratios inside that one process."""
+    if not csvs:
+        return ("*No spiking-network run in this checkout (`results/snn/snn_cpu.csv`; made by "
+                "`benchmarks/bench_snn.py`, docs/spiking.md).*")
+    df = pd.read_csv(csvs[0], keep_default_na=False)
+    md = [f"From `{Path(csvs[0]).name}`, made by `{df.command.iloc[0]}` (torch "
+          f"{df.torch.iloc[0]}, SpikingJelly {df.spikingjelly.iloc[0] or 'not installed'}): "
+          f"two LIF layers of {df.hidden.iloc[0]}, input {df.input_size.iloc[0]}, batch "
+          f"{df.batch.iloc[0]}, {df.dtype.iloc[0]}, {df.threads.iloc[0]} thread(s), "
+          f"{df.rounds.iloc[0]} interleaved rounds. Peaks are live tensor bytes of one "
+          "iteration; *t / ref* is the median per-round time ratio to the method whose measured "
+          "peak is the budget. See docs/spiking.md."]
+    for T, g in df.groupby("seq_len", sort=True):
+        lines = [f"**T = {T}**", "",
+                 "| method | peak MiB | peak / plain | budget MiB | inside | median s | "
+                 "t / plain | t / ref | plan | grad max rel |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in g.itertuples():
+            b = f"{float(r.budget_bytes) / 2**20:.2f}" if r.budget_bytes != "" else ""
+            inside = {"True": "yes", "False": "**no**"}.get(str(r.within_budget), "")
+            plan = (f"{r.planner}, k = {r.block}, {float(r.forwards_per_step):.2f} fwd/step"
+                    if r.planner != "" else "")
+            lines.append(f"| {r.method} | {r.peak_bytes / 2**20:.2f} | {r.peak_vs_plain:.3f} | "
+                         f"{b} | {inside} | {r.time_median_s:.3f} | {r.ratio_vs_plain:.2f} | "
+                         f"{r.ratio_vs_ref} | {plan} | {float(r.grad_max_rel):.1e} |")
+        plans = g[g.within_budget.astype(str).isin(["True", "False"])]
+        ok = bool((plans.within_budget.astype(str) == "True").all())
+        refs = g[g.ref != ""]
+        at = "; ".join(f"at {r.ref}'s peak ×{float(r.ratio_vs_ref):.2f} its time"
+                       for r in refs.itertuples())
+        lines += ["", f"membptt inside every budget: {'yes' if ok else '**no**'}; {at}."]
+        md.append("\n".join(lines))
+    return "\n\n".join(md)
 
 
 def reversible_section(smk, pub, inputs):

@@ -8,6 +8,8 @@ and ``segment(state, (xs, ys))``, the fused multi-step call *with* graph it uses
 :class:`FusedRNNStep` adapts a user's own ``nn.LSTM``/``nn.GRU`` + head + loss the same way.
 Reversible RNNs (MacKay et al. 2018; :mod:`membptt.models.reversible`): RevGRU/RevLSTM with
 fixed-point states, an information buffer and their own memory-free backward.
+Spiking networks (:mod:`membptt.models.spiking`): LIF / adaptive-LIF layers with a surrogate
+gradient and a per-step readout loss, on rate-coded input spikes.
 """
 
 from .fused import FusedRNNStep
@@ -20,8 +22,10 @@ from .reversible import (
     reversible_bptt,
 )
 from .rnn import GRULanguageModel, LSTMLanguageModel, RNNLanguageModel
+from .spiking import SpikingNetwork, rate_coded_task
 from .synthetic import synthetic_task
 
 __all__ = ["FusedRNNStep", "LSTMLanguageModel", "GRULanguageModel", "RNNLanguageModel",
            "synthetic_task", "ReversibleLanguageModel", "RevGRULanguageModel",
-           "RevLSTMLanguageModel", "make_reversible_lm", "reversible_bptt", "full_cache_bptt"]
+           "RevLSTMLanguageModel", "make_reversible_lm", "reversible_bptt", "full_cache_bptt",
+           "SpikingNetwork", "rate_coded_task"]

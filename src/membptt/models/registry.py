@@ -29,6 +29,7 @@ from torch import nn
 
 from .reversible import ReversibleStats, make_reversible_lm, reversible_bptt
 from .rnn import GRULanguageModel, LSTMLanguageModel, RNNLanguageModel
+from .spiking import SpikingNetwork, rate_coded_task
 from .synthetic import synthetic_task
 
 __all__ = ["ModelEntry", "MODELS", "register_model", "get_model", "rnn_fused_segment",
@@ -105,6 +106,24 @@ def _reversible_entry(name: str, description: str) -> ModelEntry:
         extras={"reversible_bptt": reversible_bptt, "stats": ReversibleStats})
 
 
+def _spiking_data(cfg, device):
+    return rate_coded_task(cfg.seq_len, cfg.batch, cfg.input_size, cfg.classes, seed=cfg.seed,
+                           device=device, dtype=cfg.torch_dtype)
+
+
+def _spiking_entry(name: str, neuron: str, description: str) -> ModelEntry:
+    """A spiking network (:mod:`membptt.models.spiking`): two layers of ``hidden`` LIF or
+    adaptive-LIF neurons on ``input_size`` rate-coded input channels, a leaky-integrator
+    readout over ``classes`` and a per-step cross-entropy; its data are Poisson spike trains
+    (:func:`~membptt.models.spiking.rate_coded_task`), its state a dict of membranes. No
+    fused segment (a spike is discontinuous: nothing is reordered)."""
+    return ModelEntry(
+        name,
+        build=lambda c: SpikingNetwork(c.input_size, c.hidden, c.classes, neuron=neuron),
+        data=_spiking_data,
+        description=description)
+
+
 MODELS: dict[str, ModelEntry] = {}
 
 
@@ -137,6 +156,10 @@ register_model(_reversible_entry("rev-gru", "token embedding, RevGRU (MacKay et 
                                  "float64 fixed-point state, even hidden), linear head"))
 register_model(_reversible_entry("rev-lstm", "token embedding, RevLSTM (MacKay et al. 2018; "
                                  "float64 fixed-point (h, c), even hidden), linear head"))
+register_model(_spiking_entry("snn-lif", "lif", "rate-coded spikes, 2 LIF layers (surrogate "
+                              "gradient, reset by subtraction), leaky readout, per-step CE"))
+register_model(_spiking_entry("snn-alif", "alif", "rate-coded spikes, 2 adaptive-LIF layers "
+                              "(LSNN, Bellec et al. 2018), leaky readout, per-step CE"))
 
 
 def state_leaves(state) -> list[torch.Tensor]:
