@@ -164,3 +164,18 @@ def test_probed_call_times_never_fall_with_length():
         v = getattr(seg, name)
         assert all(a <= b for a, b in zip(v, v[1:])), (name, v)
     assert all(a <= b for a, b in zip(seg.run_seconds, seg.run_seconds[1:]))
+
+
+def test_timing_rounds_run_at_least_min_seconds():
+    import time
+
+    from membptt.execution.probe import MAX_ROUNDS, _rounds
+
+    assert list(_rounds(3, 0.0)) == [0, 1, 2]
+    t0 = time.perf_counter()
+    n = sum(1 for _ in _rounds(1, 0.05) if time.sleep(0.01) is None)
+    assert 2 <= n <= 10 and time.perf_counter() - t0 >= 0.05  # rounds until 0.05 s passed
+    assert len(list(_rounds(1, 60.0))) == MAX_ROUNDS  # never more than MAX_ROUNDS
+    model, s0, inputs = setup()
+    with pytest.raises(ValueError, match="min_seconds must be a finite number"):
+        measure_step(model, s0, inputs, min_seconds=-1)

@@ -54,6 +54,7 @@ step's graph) and the global RNG state untouched, also when the step raises.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 import weakref
@@ -126,17 +127,24 @@ def _check_int(name, value, minimum):
 def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
                  fused: bool = True, sizes: bool = True, times: bool = True,
                  segments: bool = True, segment_lengths=SEGMENT_LENGTHS,
-                 check: bool = True) -> StepReport:
+                 check: bool = True, min_seconds: float | None = None) -> StepReport:
     """Measure sizes and times of one step (see the module docstring).
 
     ``inputs`` has time on dim 0 like for :func:`membptt.bptt`; the chains use steps
     ``2..chain+1`` and the segments steps ``2..`` (cyclically within the sequence).
-    ``segments=False`` skips the fused-call measurements; ``segment_lengths`` (by default
+    ``repeats``: the least number of timing rounds; each timing loop goes on until
+    ``min_seconds`` have passed (default :data:`MIN_SECONDS`, 1 s; at most :data:`MAX_ROUNDS`
+    rounds; 0 for exactly ``repeats``). ``segments=False`` skips the fused-call measurements; ``segment_lengths`` (by default
     powers of two up to 256 and, from ``T = 128`` on, the uniform lengths ``ceil(T / K)`` for
     ``K`` in :data:`UNIFORM_KS`) are capped so that two segments fit in the sequence (``2 L + 1 <=
     T``).
     """
     _check_int("repeats", repeats, 1)
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+    if (isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float))
+            or not math.isfinite(min_seconds) or min_seconds < 0):
+        raise ValueError(f"min_seconds must be a finite number of seconds >= 0, got "
+                         f"{min_seconds!r}")
     _check_int("chain", chain, 2)
     ex = Executor(step, state0, inputs, fused=fused, segments=segments, preserve_rng_state=False)
     K = min(chain, ex.T - 1)
@@ -147,11 +155,15 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         # the given lengths and, by default, the uniform lengths ceil(T / K) of the checkpoint
         # fronts users compare with: a call's time and working set are measured at the lengths
         # such plans use (working sets are not linear in L to the byte: interpolating between
-        # 64 and 128 steps overstated a 125-step core by 4.4 % on the launch-bound LSTM)
+        # 64 and 128 steps overstated a 125-step core by 4.4 % on the launch-bound LSTM, and
+        # bytes are priced at the next measured length up)
         extra = ({-(-ex.T // K) for K in UNIFORM_KS}
                  if segment_lengths is SEGMENT_LENGTHS and ex.T >= UNIFORM_MIN_T else set())
-        lengths = tuple(sorted({int(L) for L in set(segment_lengths) | extra
-                                if 2 * int(L) + 1 <= ex.T}))
+        # a uniform length replaces a given one at most 3 % above it (63 for 64, 125 for 128:
+        # the probe's time stays about what it was)
+        given = {int(L) for L in segment_lengths
+                 if not any(u < int(L) <= 1.03 * u for u in extra)}
+        lengths = tuple(sorted({L for L in given | extra if 2 * L + 1 <= ex.T}))
         if not lengths or lengths[0] != 1:
             lengths = tuple(sorted(set(lengths) | {1}))
     rng = rng_snapshot(ex.cuda_devices)
@@ -184,7 +196,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             internal = beta = working = None
         if times:
             fg, bw, f1, fk = [], [], [], []
-            for _ in range(repeats):
+            for _ in _rounds(repeats, min_seconds):
                 a, b = _chain(ex, K, h1)
                 fg.append(a / K)
                 bw.append(b / K)
@@ -198,7 +210,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             per, fixed, t_graph, t_back = 1.0, 0.0, 1.0, 2.0
         seg = None
         if lengths:
-            seg = _segments(ex, h1, lengths, repeats, sizes, times, extra)
+            seg = _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds)
         peaks = _stepped_peaks(ex, params) if sizes else None
     finally:
         ex.reset()
@@ -511,7 +523,25 @@ def monotone(ys) -> list[float]:
     return [m for m, n in blocks for _ in range(n)]
 
 
-def _segments(ex, h1, lengths, repeats, sizes, times, extra):
+# each timing loop runs at least this long (and >= repeats rounds); the environment variable
+# MEMBPTT_PROBE_MIN_SECONDS overrides it (the test suite sets 0: its probes time nothing)
+MIN_SECONDS = float(os.environ.get("MEMBPTT_PROBE_MIN_SECONDS", "1.0"))
+MAX_ROUNDS = 200
+
+
+def _rounds(repeats: int, min_seconds: float):
+    """Round numbers: at least ``repeats``, then more until ``min_seconds`` have passed (at
+    most :data:`MAX_ROUNDS`), so that a fast step's medians are taken over enough rounds to
+    be stable from probe to probe (a launch-bound LSTM 16's whole probe took 0.3 s with five
+    rounds, and two such probes priced the same plan 10-20 % apart)."""
+    t0 = time.perf_counter()
+    k = 0
+    while k < repeats or (time.perf_counter() - t0 < min_seconds and k < MAX_ROUNDS):
+        yield k
+        k += 1
+
+
+def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
     """Fused-call measurements by length (see the module docstring).
 
     Times are taken round-robin: each of the ``repeats`` rounds times every segment length and
@@ -528,7 +558,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra):
         f = {L: [] for L in lengths}
         g = {L: [] for L in lengths}
         r = {L: [] for L in run_lengths}
-        for _ in range(repeats):
+        for _ in _rounds(repeats, min_seconds):
             for L in lengths:
                 ex.reset()
                 dh = tuple(torch.zeros_like(t) for t in h1)
