@@ -503,7 +503,7 @@ def good_csv(tmp_path):
     ("full,msm:memory=5:block=4", "use msm-measured"),
     ("full,hsm:memory=5:planner=blocks", "use hsm-measured"),
     ("full,msm-measured:memory=5:block=0", "an integer block length >= 1"),
-    ("full,msm-measured:memory=5:planner=chains", "planner 'chains' does not apply"),
+    ("full,chen-measured:memory=5:planner=chains", "planner 'chains' does not apply"),
     ("full,chen-measured:memory=5:block=4", "does not apply to strategy 'chen'"),
     # options that were silently ignored
     ("full,full:segments=4", "option segments=4 is not used by method 'full'"),

@@ -14,7 +14,7 @@ from membptt.measure import WorkloadConfig, make_workload  # noqa: E402
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-@pytest.mark.parametrize("strategy,block", [("msm", 64), ("msm", 128), ("hsm", 128)])
+@pytest.mark.parametrize("strategy,block", [("msm", 63), ("msm", 125), ("hsm", 125)])  # measured
 def test_long_block_plans_have_exact_gradients(strategy, block):
     T = 2000
     w = make_workload(WorkloadConfig(model="lstm", seq_len=T, hidden=8, batch=2, input_size=4,

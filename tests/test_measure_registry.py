@@ -94,7 +94,8 @@ def test_fused_checkpoint_holds_less_than_full_fused():
     ("msm-measured:memory=60%:block=x", "an integer block length >= 1"),
     ("msm-measured:memory=60%:block=auto", "an integer block length >= 1"),
     ("msm-measured:memory=60%:planner=fast", "one of auto, steps, blocks, chains"),
-    ("msm-measured:memory=60%:planner=chains", "planner 'chains' does not apply to strategy 'msm'"),
+    ("chen-measured:memory=60%:planner=chains",
+     "planner 'chains' does not apply to strategy 'chen'"),
     ("msm:memory=60%:block=4", "fused planners price calls by their measured costs"),
 ])
 def test_bad_specs_name_the_bad_value(model_ref, spec, msg):

@@ -1,9 +1,10 @@
 """``membptt.plan`` and ``membptt.min_memory``: one front door for every strategy and planner.
 
 The library picks the planner: ``planner="auto"`` (the default) plans at step level when the
-cost model has no fused segment measurements (and on blocks of the step model when the step DP
-is past a planning limit, :mod:`membptt.planning.limits`: the refusal is kept in
-``plan.info["planners"]``), and otherwise tries every planner the
+cost model has no fused segment measurements (and, for a measured step with a byte budget, on
+blocks of the step model when the step DP is past a table or work limit,
+:mod:`membptt.planning.limits`: the refusal is kept in ``plan.info["planners"]``), and
+otherwise tries every planner the
 strategy's registry entry declares (``Strategy.planners``: steps, blocks, chains) and keeps
 the plan with the least predicted time under the plan's cost model (ties: smaller predicted
 peak, then the order steps, blocks, chains). Every candidate's prediction, or why it was not
@@ -199,10 +200,14 @@ def plan(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", blo
         try:
             p = _MODULES[names[0]].plan(pb)
         except PlanTooLarge as e:
-            # auto on the step model: the step DP is past a planning limit (long sequences,
-            # many units), block plans on the same prices are not; say which was refused
+            # auto on a measured step model with a byte budget: the step DP is past a table
+            # or work limit (long sequences, many tiny states), block plans on the same
+            # prices are not; say which was refused. Never for unit-cost problems (the
+            # paper's DP answers those exactly or refuses) nor for the op limit.
             if not (planner == "auto" and block is None and names == ["steps"]
-                    and "blocks" in pb.strategy.planners):
+                    and "blocks" in pb.strategy.planners and pb.costs.has_sizes
+                    and req is not None and req.nbytes is not None
+                    and "max_ops" not in str(e)):
                 raise
             p = _MODULES["blocks"].plan(pb)
             p.info["planners"] = [{"planner": "steps", "refused": str(e)}, _row(p)]
