@@ -300,8 +300,12 @@ def test_auto_without_segments_falls_back_to_blocks_past_the_step_dps_limit():
     costs = CostModel(hidden_bytes=HB, internal_bytes=4 * HB, beta_bytes=3 * HB,
                       working_bytes=6 * HB)
     kw = dict(costs=costs, max_dp_work=2 * 10**5)
-    with pytest.raises(PlanTooLarge):  # an explicit planner is never replaced
+    with pytest.raises(PlanTooLarge) as e:  # an explicit planner is never replaced
         membptt.plan("msm", 3000, "10%", planner="steps", **kw)
+    assert e.value.limit == "work"  # the limit that refused it (the fallback's condition)
+    with pytest.raises(PlanTooLarge) as e:  # the op limit is never worked around
+        membptt.plan("msm", 3000, "10%", max_ops=10, **kw)
+    assert e.value.limit == "ops"
     p = membptt.plan("msm", 3000, "10%", **kw)
     assert p.planner == "blocks" and p.block > 1
     assert p.info["planners"][0]["planner"] == "steps" and "refused" in p.info["planners"][0]

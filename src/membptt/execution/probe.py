@@ -35,8 +35,9 @@ holds), and graph-free fused runs at several lengths. These go into
 ``CostModel.segments`` (a :class:`~membptt.planning.costs.SegmentCosts`), on which the planner
 plans blocks of fused steps.
 
-Stable prices. Times are medians over ``repeats`` rounds taken round-robin (every length once
-per round, so a slow spell of the machine hits all lengths alike), then made non-decreasing in
+Stable prices. Times are medians over at least ``repeats`` rounds and at least
+``min_seconds`` (:data:`MIN_SECONDS`, 1 s) of them, taken round-robin (every length once per
+round, so a slow spell of the machine hits all lengths alike), then made non-decreasing in
 length (:func:`monotone`, pool adjacent violators): a longer call never costs less than a
 shorter one, and a dip that is only noise would otherwise move the planner's choice from one
 probe to the next. Sizes are live-byte counts, deterministic for a given step and shape.
@@ -62,6 +63,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..planning.blocks import uniform_lengths
 from ..planning.costs import CostModel, SegmentCosts
 from .executor import Executor, graph_params, rng_restore, rng_snapshot
 from .memtrack import LiveBytesTracker, state_bytes
@@ -134,10 +136,10 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
     ``2..chain+1`` and the segments steps ``2..`` (cyclically within the sequence).
     ``repeats``: the least number of timing rounds; each timing loop goes on until
     ``min_seconds`` have passed (default :data:`MIN_SECONDS`, 1 s; at most :data:`MAX_ROUNDS`
-    rounds; 0 for exactly ``repeats``). ``segments=False`` skips the fused-call measurements; ``segment_lengths`` (by default
-    powers of two up to 256 and, from ``T = 128`` on, the uniform lengths ``ceil(T / K)`` for
-    ``K`` in :data:`UNIFORM_KS`) are capped so that two segments fit in the sequence (``2 L + 1 <=
-    T``).
+    rounds; 0 for exactly ``repeats``). ``segments=False`` skips the fused-call measurements;
+    ``segment_lengths`` (by default powers of two up to 256 and, from ``T = 128`` on, the
+    uniform lengths ``ceil(T / K)`` for ``K`` in :data:`UNIFORM_KS`) are capped so that two
+    segments fit in the sequence (``2 L + 1 <= T``).
     """
     _check_int("repeats", repeats, 1)
     min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
@@ -157,7 +159,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         # such plans use (working sets are not linear in L to the byte: interpolating between
         # 64 and 128 steps overstated a 125-step core by 4.4 % on the launch-bound LSTM, and
         # bytes are priced at the next measured length up)
-        extra = ({-(-ex.T // K) for K in UNIFORM_KS}
+        extra = (uniform_lengths(ex.T, UNIFORM_KS)
                  if segment_lengths is SEGMENT_LENGTHS and ex.T >= UNIFORM_MIN_T else set())
         # a uniform length replaces a given one at most 3 % above it (63 for 64, 125 for 128:
         # the probe's time stays about what it was)
@@ -532,8 +534,7 @@ MAX_ROUNDS = 200
 def _rounds(repeats: int, min_seconds: float):
     """Round numbers: at least ``repeats``, then more until ``min_seconds`` have passed (at
     most :data:`MAX_ROUNDS`), so that a fast step's medians are taken over enough rounds to
-    be stable from probe to probe (a launch-bound LSTM 16's whole probe took 0.3 s with five
-    rounds, and two such probes priced the same plan 10-20 % apart)."""
+    be stable from probe to probe (``benchmarks/probe_stability.py`` shows the spread)."""
     t0 = time.perf_counter()
     k = 0
     while k < repeats or (time.perf_counter() - t0 < min_seconds and k < MAX_ROUNDS):
@@ -551,7 +552,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
     fwd, bwd, stored, beta, working, core = [], [], [], [], [], []
     # graph-free runs: powers of four and the uniform lengths ceil(T / K) (a checkpoint
     # schedule's first sweep runs those)
-    uniform = {-(-T // K) for K in UNIFORM_KS} if T >= UNIFORM_MIN_T else set()
+    uniform = uniform_lengths(T, UNIFORM_KS) if T >= UNIFORM_MIN_T else set()
     run_lengths = tuple(sorted({L for L in {*RUN_LENGTHS, *uniform} if L <= T - 1})) or (1,)
     run_seconds = []
     if times:

@@ -69,8 +69,9 @@ its bound is ``C_MSM``, and it can use fewer forwards than ``C_HSM``.
 **Choice of k** (``planner="blocks"`` without ``block``): every measured length ``k <= T`` of
 ``costs.segments`` and every uniform length ``ceil(T / K)``, ``K = 2 .. 128`` (the schedule of
 ``torch.utils.checkpoint`` over ``K`` balanced segments is then always a candidate: stored
-block bounds, each block recomputed once with graph; its calls priced at their real length by
-interpolation) (powers of two up to ``T`` without segments) is solved exactly and the feasible ``k`` with the
+block bounds, each block recomputed once with graph; its calls priced at their real length:
+times interpolated, bytes at the next measured length) (powers of two up to ``T`` without
+segments) is solved exactly and the feasible ``k`` with the
 least predicted time wins (ties: lower predicted peak, then smaller ``k``). The candidates'
 predictions are in ``Plan.info["candidates"]``. A ``k`` whose DP table exceeds a planning limit
 (:mod:`membptt.planning.limits`: bytes or work; measured float costs prune less, so ``k = 1``
@@ -263,19 +264,24 @@ UNIFORM_SEGMENTS = 128
 checkpoint fronts users compare with run ``K`` up to 128)."""
 
 
+def uniform_lengths(seq_len: int, ks) -> set[int]:
+    """``{ceil(T / K) for K in ks}``: the segment lengths of ``K`` balanced segments (the
+    block candidates here, and the lengths the probe measures)."""
+    return {-(-seq_len // K) for K in ks}
+
+
 def candidate_lengths(pb: Problem) -> list[int]:
     """The block lengths tried: ``pb.block`` when fixed (``k >= T``: one block), else every
     measured segment length ``k <= T`` and every uniform length ``ceil(T / K)`` for ``K = 2 ..
     128`` (so ``K`` balanced segments, ``torch.utils.checkpoint``'s schedule, is always a
-    candidate; priced by interpolation between the measured lengths); powers of two without
-    segments."""
+    candidate; priced from the measured lengths, :meth:`SegmentCosts.at`); powers of two
+    without segments."""
     T = pb.seq_len
     if pb.block is not None:
         return [min(pb.block, T)]
     if pb.costs.segments is not None:
         measured = {L for L in pb.costs.segments.lengths if L <= T}
-        uniform = {-(-T // K) for K in range(2, min(UNIFORM_SEGMENTS, T) + 1)}
-        return sorted(measured | uniform)
+        return sorted(measured | uniform_lengths(T, range(2, min(UNIFORM_SEGMENTS, T) + 1)))
     return [2**e for e in range(T.bit_length()) if 2**e <= T]
 
 

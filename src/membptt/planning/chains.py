@@ -280,7 +280,7 @@ def plan(pb: Problem) -> Plan:
             f"{need_work:.3g} units of work ({evals:.3g} candidate evaluations, "
             f"{per} per unit), above the limit {pb.max_dp_work:.3g} (max_dp_work): "
             "use planner='blocks', a smaller budget or a shorter sequence, or raise "
-            "max_dp_work")
+            "max_dp_work", limit="work")
     C, kinds, args = solve(T, M, run, chain, ok, m_all=m_all)
     if not math.isfinite(C[T, M]):  # pragma: no cover - a one-step chain always fits at M
         raise AssertionError("chain plan: no finite plan although a chain fits")

@@ -28,4 +28,11 @@ class BudgetTooSmall(PlanError):
 
 
 class PlanTooLarge(ValueError):
-    """A plan or its DP tables would exceed a size limit; the message says what it needs."""
+    """A plan or its DP tables would exceed a size limit; the message says what it needs.
+
+    ``limit`` names the limit when one raised it: ``"table"`` (DP table bytes), ``"work"``
+    (DP work units), ``"ops"`` (plan length); None otherwise."""
+
+    def __init__(self, message: str, *, limit: str | None = None):
+        super().__init__(message)
+        self.limit = limit

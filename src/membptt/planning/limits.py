@@ -85,7 +85,7 @@ def refuse_work(T: int, M: int, done: int, limit: int, family: str = "") -> None
         f"{what} for seq_len={T} and {_count(M)} memory units needs more than {limit:,} work "
         f"units (Q evaluations, search intervals and cells; stopped at {done:,}): give a "
         "smaller budget or a shorter sequence, plan on blocks of several steps (planner='blocks'), or "
-        "raise the limit (max_dp_work=..., membptt plan --max-dp-work ...)")
+        "raise the limit (max_dp_work=..., membptt plan --max-dp-work ...)", limit="work")
 
 
 def table_bytes(T: int, M: int) -> int:
@@ -96,7 +96,8 @@ def table_bytes(T: int, M: int) -> int:
 def check_table(T: int, M: int, limit: int, what: str = "the DP tables") -> None:
     """Raise :class:`PlanTooLarge` when the tables for ``(T, M)`` would exceed ``limit`` bytes."""
     if T > MAX_STEPS:
-        raise PlanTooLarge(f"{what} cannot hold seq_len={T}: at most {MAX_STEPS} steps")
+        raise PlanTooLarge(f"{what} cannot hold seq_len={T}: at most {MAX_STEPS} steps",
+                           limit="table")
     need = table_bytes(T, M)
     if need <= limit:
         return
@@ -106,7 +107,7 @@ def check_table(T: int, M: int, limit: int, what: str = "the DP tables") -> None
     raise PlanTooLarge(
         f"{what} for seq_len={T} and {_count(M)} memory units would need {_mib(need)}, above the "
         f"limit of {_mib(limit)}: {how}, or raise the limit (max_table_bytes=..., "
-        f"membptt plan --max-table-mib ...) if the machine has the memory")
+        f"membptt plan --max-table-mib ...) if the machine has the memory", limit="table")
 
 
 def check_ops(n: int, limit: int, *, strategy: str, seq_len: int, exact: bool = True) -> None:
@@ -120,4 +121,4 @@ def check_ops(n: int, limit: int, *, strategy: str, seq_len: int, exact: bool = 
         f"{_mib(n * OP_BYTES)} and as many simulator steps), above the limit of {limit:,} "
         "ops: give a larger memory budget or a strategy that recomputes less, a shorter "
         "sequence, or "
-        "raise the limit (max_ops=..., membptt plan --max-ops ...)")
+        "raise the limit (max_ops=..., membptt plan --max-ops ...)", limit="ops")
