@@ -292,6 +292,41 @@ def test_measured_peak_within_the_byte_budget(memory):
     assert tr.peak_bytes >= 0.4 * p.predicted_peak_bytes
 
 
+@pytest.mark.parametrize("K", [4, 5])
+def test_the_checkpoints_own_schedule_fits_at_its_measured_peak(K):
+    """At torch.utils.checkpoint's own measured peak (K fused segments), the planner's
+    accounting admits the checkpoint's own schedule (K blocks of T / K steps, every bound
+    stored), the executor running it holds no more than the checkpoint, and the front door's
+    plan is predicted no slower than it, inside the budget as measured."""
+    from membptt.measure import WorkloadConfig, make_workload
+    from membptt.measure.memory import tracked_peak
+    from membptt.measure.methods import make_method
+
+    T = 160
+    w = make_workload(WorkloadConfig(seq_len=T, hidden=16, input_size=16, classes=16, batch=2))
+
+    def peak(spec):
+        m = make_method(spec, w)
+        m.prepare()
+        w.zero_grad()
+        m.run()  # warm-up: allocates .grad as a training loop's later iterations have it
+        w.zero_grad()
+        got = tracked_peak(m.run)[0]
+        w.zero_grad()
+        return m, got
+
+    budget = min(peak(f"torch-checkpoint-fused{mode}:segments={K}")[1]
+                 for mode in ("", "-reentrant"))
+    own, own_peak = peak(f"hsm-measured:planner=blocks:block={T // K}:memory={budget}B")
+    assert own.plan.info["block_dp_memory"] == K  # every bound stored: the schedule itself
+    assert own_peak <= own.plan.predicted_peak_bytes <= budget
+    best, best_peak = peak(f"msm-measured:memory={budget}B")
+    assert best.plan.predicted_cost <= own.plan.predicted_cost
+    assert best_peak <= best.plan.predicted_peak_bytes <= budget
+    # the accounting is tight: within one hidden state and a few percent of what is measured
+    assert own.plan.predicted_peak_bytes - own_peak <= 0.03 * own_peak
+
+
 # -- CUDA (skipped without a GPU) ----------------------------------------------------------------
 
 @pytest.mark.cuda

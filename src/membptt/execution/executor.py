@@ -84,6 +84,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 from torch.utils import _pytree as pytree
 
 from .compile import Back, Graph, Program, Read, Run, Src, compile_plan, plan_ops
@@ -685,14 +686,19 @@ class Executor:
         if dh is not None:
             for o, d in zip(records[0].out, dh):
                 if d is not None and o.requires_grad:
-                    tensors.append(o)
+                    # the output's gradient edge, not the output: backward then holds no
+                    # output state (autograd needs only where its gradient enters the graph;
+                    # a checkpoint's engine holds none either)
+                    tensors.append(get_gradient_edge(o))
                     grads.append(d)
         low = records[-1]
         hin, a = low.hin, low.a
         n = records[0].b - a + 1
         # only the graphs hold the chain now; they free as backward goes (no record is held:
-        # a record keeps its output state, which a checkpoint drops before its backward)
-        del dh, low, records[:]
+        # a record keeps its output state, which a checkpoint drops before its backward; nor
+        # is one held by a loop variable left over from above)
+        rec = o = None
+        del dh, low, records[:], rec, o
         if tensors:
             torch.autograd.backward(tensors, grads)
         del tensors, grads

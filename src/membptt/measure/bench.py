@@ -242,7 +242,7 @@ def _budget_at_peak_of(w: Workload, ref: _Entry) -> str:
 
     A byte budget bounds the *whole* measured peak of an iteration: the planner subtracts the
     probed working set (parameter gradients, the working core, transients) and gives the rest
-    to stored states (:mod:`membptt.planning.peak`). So a plan at this budget peaks at or below
+    to stored states (:mod:`membptt.planning.budget`). So a plan at this budget peaks at or below
     ``ref``'s measured peak. Raises :class:`Infeasible` when ``ref`` failed.
     """
     from .memory import tracked_peak

@@ -117,7 +117,9 @@ class RNNLanguageModel(nn.Module):
 
         h = run_module(fused, x, h, chunk=None if graph else self.fused_chunk,
                        prep=self.embedding, each=loss_of if need_loss else None)
-        state = (h[0][0], h[1][0]) if lstm else h[0]
+        # squeeze, not select: its backward is a view of the incoming gradient (select_backward
+        # allocates a zero-filled copy of it, one more state held at the backward's peak)
+        state = (h[0].squeeze(0), h[1].squeeze(0)) if lstm else h.squeeze(0)
         return state, acc[0]
 
     @torch.no_grad()

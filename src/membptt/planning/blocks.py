@@ -32,7 +32,7 @@ one replay of :func:`membptt.planning.replay.predict` on the expanded ops with t
 as segment ends: every call priced at its real length (piecewise-linear interpolation of the
 measurements), which is what the choice of ``k`` compares.
 
-**Budgets** (see :mod:`membptt.planning.peak`): the block DP gets the memory left for stored
+**Budgets** (see :mod:`membptt.planning.budget`): the block DP gets the memory left for stored
 states. A byte or percentage budget minus the working set of a ``k``-step core
 (``segments.working_bytes[k]``; without segments ``costs.working_bytes`` plus the ``k - 1``
 internal states the core block stores beyond its last step), or, when no working set is known,
@@ -41,7 +41,17 @@ step's working core free), so the core block's first ``k - 1`` steps are taken o
 ``stored_units(k - 1)``. A ``k`` whose remainder is below the strategy's minimum is infeasible.
 ``Plan.predicted_peak_bytes`` (the replay: stored states at each core plus that core's
 working set) is at most the simulated block-level stored peak plus the ``k``-step working set,
-which the DP keeps within the budget.
+which the DP keeps within the budget. The working set counts a cursor and an incoming
+gradient beside every core; the replay does not count them twice where the plan holds them
+itself (a core that starts from a stored state; before the first backward no gradient
+exists), so with a byte budget up to :data:`EXTRA_SLOTS` more slots are tried and the most
+whose replayed peak stays inside the budget are taken: at the measured peak of ``K``
+checkpointed segments the checkpoint's own schedule (``K`` blocks, every bound stored) is
+admitted (``tests/test_segments.py``). HSM stores no internal states, so its cores are lone
+and it reserves a lone core's working set (``segments.core_bytes``); MSM's own block DP may
+link cores to stored internal blocks and reserves the linked one's (``working_bytes``), and
+with measured segments and a byte budget MSM also tries HSM's block plans (an HSM plan is an
+MSM plan), so MSM's front door is never below HSM's.
 
 **Expansion** to step-level ops, which the simulator validates and the executor runs:
 
@@ -168,9 +178,12 @@ def expand(block_ops, bounds: list[int]) -> list[Op]:
 
 # -- the block plan -----------------------------------------------------------------------------------
 
-def reserve_bytes(prices: Prices, k: int, r: int) -> tuple[int, str]:
-    """Bytes a byte budget sets aside beyond stored blocks (module docstring, Budgets)."""
-    w = [prices.working(L) for L in (k, r)]
+def reserve_bytes(prices: Prices, k: int, r: int, lone: bool = False) -> tuple[int, str]:
+    """Bytes a byte budget sets aside beyond stored blocks (module docstring, Budgets).
+    ``lone``: the strategy stores no internal states (HSM), so every core is backpropagated
+    alone and its working set is that of a lone core (``core``, not the linked chains'
+    ``working``; the replay prices it so)."""
+    w = [(prices.core if lone else prices.working)(L) for L in (k, r)]
     if w[0] is not None:
         return max(w), f"the {k}-step working set ({max(w)} B)"
     res = max(prices.stored_bytes(k - 1), prices.stored_bytes(r - 1))
@@ -190,11 +203,24 @@ def _family(pb: Problem, a_block: int, b_block: int) -> tuple[dp.Family, int]:
     return pb.strategy.dp_family(a_block, b_block)
 
 
-def _block_budget(pb: Problem, k: int, r: int, prices: Prices):
+def _lone(pb: Problem) -> bool:
+    """Whether the strategy's block DP stores no internal states (its cores are lone)."""
+    return not _family(pb, 1, 1)[0].internal
+
+
+def _hsm_too(pb: Problem) -> bool:
+    """Whether HSM block plans are candidates beside the strategy's own: for a strategy that
+    contains HSM's plans (MSM, whose block DP stores internal states too) with a working set
+    known per length, where a lone core's working set is below a linked one's."""
+    return (pb.strategy.name == "msm" and pb.costs.segments is not None
+            and pb.costs.has_sizes)
+
+
+def _block_budget(pb: Problem, k: int, r: int, prices: Prices, lone: bool):
     """(units for the block DP or None when nothing is left, reserve, reserve note)."""
     req = pb.req
     if req.nbytes is not None:
-        reserve, what = reserve_bytes(prices, k, r)
+        reserve, what = reserve_bytes(prices, k, r, lone)
         avail = req.nbytes - reserve
         if avail < 0:
             return None, reserve, what
@@ -213,8 +239,10 @@ def _shape(pb: Problem, k: int, prices: Prices):
     return bounds, n, r, aB, bB
 
 
-def _solve_block(pb: Problem, k: int, prices: Prices) -> dict:
-    """Solve one ``k`` exactly; a dict describing the candidate (``plan`` set when feasible)."""
+def _solve_block(pb: Problem, k: int, prices: Prices, hsm: bool = False) -> dict:
+    """Solve one ``k`` exactly; a dict describing the candidate (``plan`` set when feasible).
+    ``hsm``: on BPTT-HSM's family whatever the strategy (an HSM plan is an MSM plan: its
+    cores are lone, so a byte budget reserves a lone core's working set, not a linked one's)."""
     T = pb.seq_len
     bounds, n, r, aB, bB = _shape(pb, k, prices)
     run_fixed, run_per_block, fit = fit_runs(prices, k, n)
@@ -225,39 +253,59 @@ def _solve_block(pb: Problem, k: int, prices: Prices) -> dict:
                      beta_bytes=max(prices.beta_bytes(k), prices.beta_bytes(r)))
     bcosts = CostModel(run_fixed=run_fixed, run_per_step=run_per_block,
                        forward_graph=prices.forward(k), backward=prices.backward(k), **sizes)
-    m, reserve, what = _block_budget(pb, k, r, prices)
-    family, slot = _family(pb, aB, bB)
-    cand = {"k": k, "blocks": n, "last_block": r, "block_alpha": aB, "block_beta": bB,
+    lone = hsm or _lone(pb)
+    m, reserve, what = _block_budget(pb, k, r, prices, lone)
+    family, slot = (dp.hsm_family(), 1) if hsm else _family(pb, aB, bB)
+    cand = {"k": k, "family": family.name, "blocks": n, "last_block": r, "block_alpha": aB, "block_beta": bB,
             "reserve": reserve, "reserve_of": what, "block_memory": m, "run_fit": fit,
             "minimum_block_memory": slot}
     if m is None or m < slot:
         cand["feasible"] = False
         return cand
     mem = m // slot
+    # the reserve counts a cursor and an incoming gradient beside every core; the replay
+    # does not where the plan holds them itself (a core starting from a stored state, the
+    # first backward), so up to two more hidden-state slots may fit: the most that the
+    # replay's peak keeps inside the byte budget are taken
+    extra = EXTRA_SLOTS if (req_bytes := pb.req.nbytes) is not None and slot == 1 \
+        and prices.working(k) is not None else 0
+    ends = tuple(bounds[1:])
     try:
-        tab = dp.table(n, mem, family, bcosts, max_bytes=pb.max_table_bytes,
+        tab = dp.table(n, mem + extra, family, bcosts, max_bytes=pb.max_table_bytes,
                        max_work=pb.max_dp_work)
-        block_ops = emit_from_table(tab, n, mem, max_ops=pb.max_ops)
-        ops = expand(block_ops, bounds)
-        limits.check_ops(len(ops), pb.max_ops, strategy=pb.name, seq_len=T)
+        for use in range(mem + extra, mem - 1, -1):
+            block_ops = emit_from_table(tab, n, use, max_ops=pb.max_ops)
+            ops = expand(block_ops, bounds)
+            limits.check_ops(len(ops), pb.max_ops, strategy=pb.name, seq_len=T)
+            pred = predict(ops, T, pb.costs, alpha=pb.alpha, beta=pb.beta, segment_ends=ends)
+            if use == mem or pred.peak_bytes <= req_bytes:
+                break
     except PlanTooLarge as e:  # this k is too much work or memory: the others may fit
         cand.update(feasible=False, refused=str(e))
         return cand
     bsim = simulate_ops(block_ops, n, alpha=aB, beta=None if slot > 1 else bB,
                         count_initial=pb.ci, costs=bcosts)
-    if bsim.peak_units > m:  # a planner bug, never a user error
-        raise AssertionError(f"block plan exceeds its budget: {bsim.peak_units} > {m}")
-    pred = predict(ops, T, pb.costs, alpha=pb.alpha, beta=pb.beta,
-                   segment_ends=tuple(bounds[1:]))
+    if bsim.peak_units > use * slot:  # a planner bug, never a user error
+        raise AssertionError(f"block plan exceeds its budget: {bsim.peak_units} > {use * slot}")
+    if use > mem:  # slots beyond the reserve's, inside the budget by the replay
+        cand["block_memory"] = use * slot
+        cand["reserve_of"] += (f", plus {use - mem} slot(s) for the cursor or gradient it "
+                               "counts where the plan holds that state itself")
+    mem = use
     cand.update(feasible=True, ops=tuple(ops), block_ops=tuple(block_ops), block_sim=bsim,
                 block_dp_cost=tab.cost(n, mem), block_dp_memory=mem,
                 dp_model_cost=tab.cost(n, mem) + n * bcosts.backward,
                 working_bytes=None if prices.working(k) is None
-                else max(prices.working(k), prices.working(r)),
+                else reserve_bytes(prices, k, r, lone)[0],
                 prediction=pred, predicted_cost=pred.total_cost,
                 predicted_peak_bytes=pred.peak_bytes)
     return cand
 
+
+EXTRA_SLOTS = 2
+"""Hidden-state slots a byte budget may hold beyond what its reserve leaves (the cursor and
+the incoming gradient a working set counts), each taken only when the replay's peak stays
+inside the budget."""
 
 UNIFORM_SEGMENTS = 128
 """The largest ``K`` whose uniform length ``ceil(T / K)`` is a block candidate (the
@@ -304,7 +352,10 @@ def minimum(pb: Problem) -> MinimumBudget:
         units = reserve_units(prices, k, r)[0] + slot
         nbytes = None
         if prices.sized:
-            nbytes = reserve_bytes(prices, k, r)[0] + max(0, slot - pb.ci) * prices.hb
+            nbytes = reserve_bytes(prices, k, r, _lone(pb))[0] + max(0, slot - pb.ci) * prices.hb
+            if _hsm_too(pb):  # the HSM plans on the same blocks (bytes budgets only)
+                nbytes = min(nbytes, reserve_bytes(prices, k, r, True)[0]
+                             + max(0, 1 - pb.ci) * prices.hb)
         cand = MinimumBudget(pb.name, pb.seq_len, units, nbytes, k, "blocks")
         if best is None or (nbytes if prices.sized else units) < (
                 best.bytes if prices.sized else best.units):
@@ -323,7 +374,10 @@ def plan(pb: Problem) -> Plan:
     if req.nbytes is not None and not prices.sized:
         raise ValueError(f"memory budget {req.text!r} is in bytes, which needs state sizes: "
                          "pass costs with hidden_bytes and internal_bytes (or segments)")
-    cands = [_solve_block(pb, k, prices) for k in candidate_lengths(pb)]
+    ks = candidate_lengths(pb)
+    cands = [_solve_block(pb, k, prices) for k in ks]
+    if _hsm_too(pb) and req.nbytes is not None:
+        cands += [_solve_block(pb, k, prices, hsm=True) for k in ks]
     ok = [c for c in cands if c["feasible"]]
     refused = [c for c in cands if c.get("refused")]
     if not ok and refused:
@@ -347,7 +401,7 @@ def plan(pb: Problem) -> Plan:
     budget = Budget(req.text, req.kind, best["block_memory"], req.nbytes,
                     (req.note + "; " if req.note else "") + minus
                     + f"-> {best['block_memory']} units for stored blocks of {k} steps")
-    keep = ("k", "feasible", "blocks", "last_block", "block_alpha", "block_beta",
+    keep = ("k", "family", "feasible", "blocks", "last_block", "block_alpha", "block_beta",
             "block_memory", "block_dp_cost", "dp_model_cost", "predicted_cost",
             "predicted_peak_bytes", "refused")
     info = {"block": k, "prices": prices.source,

@@ -23,7 +23,11 @@ benchmark rows and the report read them:
   internal states of a call that ends in the working core belong to the core's working set
   (``working(L)``, or ``core(L)`` for a core no stored internal state is linked to), so the
   predicted peak is the largest, over the plan's cores, of the stored bytes then plus that
-  working set.
+  working set (and, between cores, the stored bytes plus the least working set). A working
+  set counts a cursor and an incoming gradient, one hidden state each (the probe measures a
+  core from a held state with a held gradient); where the plan itself holds that state --
+  a core starting from a stored hidden state or ``h_0``, a run's cursor just stored -- or no
+  gradient exists yet (before the first backward), it is not counted twice.
 """
 
 from __future__ import annotations
@@ -290,6 +294,8 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
     core_peak = None
     least_work = None
     cursor = None
+    backed = False  # a backward has run (an incoming gradient exists from then on)
+    free_peak = 0  # stored bytes between cores, less a cursor or gradient counted twice
 
     def held(j: int) -> bool:
         return j == 0 or j in hidden or j in group_of
@@ -340,8 +346,14 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
                     first = i - L + 1
                     work = prices.core(L) if (first - 1) not in group_of else prices.working(L)
                     if work is not None:
-                        core_peak = max(core_peak or 0, stored + work)
                         least_work = work if least_work is None else min(least_work, work)
+                        # the working set counts a cursor and an incoming gradient (the probe
+                        # holds both apart from the core); a core that starts from a state the
+                        # plan stores (or h_0) has no cursor of its own, and before the first
+                        # backward there is no incoming gradient
+                        held_in = first - 1 == 0 or (first - 1) in hidden
+                        core_peak = max(core_peak or 0,
+                                        stored + work - hb * (held_in + (not backed)))
                 elif not to_core:  # a stored internal state (its call does not end in the core)
                     g = group_of.get(i - 1) if start != k else None
                     if g is None:
@@ -361,6 +373,7 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
             back.length += 1
             prev_back = i
             cursor = None
+            backed = True
         elif isinstance(op, Drop):
             runs.close()
             graph.close()
@@ -383,12 +396,20 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
                 cursor = None
             recharge(i)
         stored_peak = max(stored_peak, stored)
+        # during forwards between cores (not those of a call ending in a core) the executor
+        # holds at most a run's working set (never above a core's) beside the stored states;
+        # its cursor is the state just stored, if one was, and there is no incoming gradient
+        # before the first backward. (A backward is its core's, counted above; after it, and
+        # at drops, only the stored states and the new gradient are held, no working set.)
+        if isinstance(op, Forward) and not (op.keep in ("internal", "core") and calls[k][1]):
+            own = (not backed) + (op.keep == "hidden")
+            free_peak = max(free_peak, stored - hb * own)
     runs.close()
     graph.close()
     close_back()
     peak = None
     if core_peak is not None:
-        peak = max(core_peak, stored_peak + least_work)
+        peak = max(core_peak, free_peak + least_work)
     return Prediction(runs.total + graph.total, back.total, stored_peak if sized else None,
                       peak if sized else None, runs.count, graph.count, back.count,
                       None if segment_ends is None else tuple(sorted(ends)))
