@@ -157,6 +157,21 @@ def test_monotone_pools_noise_dips():
     assert sum(out) == pytest.approx(25.0)  # pooling keeps the total
 
 
+def test_inverted_medians_are_timed_again():
+    """A shorter call whose median is above a longer one's by more than the tolerance names
+    both (the probe times them again before pooling); within it, nothing."""
+    from membptt.execution.probe import RETIME_TOLERANCE, inverted
+
+    lengths = (1, 8, 63, 125)
+    samples = {1: [1.0, 1.1, 0.9], 8: [3.0, 3.2, 2.9], 63: [56.0, 57.0, 20.0],
+               125: [50.0, 54.0, 52.0]}
+    assert inverted(lengths, samples) == []  # 56 vs 52: within 10 %
+    samples[63] = [60.0, 61.0, 20.0]  # 60 > 1.1 * 52
+    assert inverted(lengths, samples) == [63, 125]
+    assert inverted(lengths, samples, tolerance=0.2) == []
+    assert RETIME_TOLERANCE == 0.10
+
+
 def test_probed_call_times_never_fall_with_length():
     model, s0, inputs = setup(T=40, H=16)
     seg = probe(model, s0, inputs, repeats=2, chain=4, segment_lengths=(1, 2, 4, 8, 16)).segments

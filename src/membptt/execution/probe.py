@@ -37,7 +37,10 @@ plans blocks of fused steps.
 
 Stable prices. Times are medians over at least ``repeats`` rounds and at least
 ``min_seconds`` (:data:`MIN_SECONDS`, 1 s) of them, taken round-robin (every length once per
-round, so a slow spell of the machine hits all lengths alike), then made non-decreasing in
+round, so a slow spell of the machine hits all lengths alike); a shorter call whose median
+is more than :data:`RETIME_TOLERANCE` above a longer one's is timed again with it (up to
+:data:`RETIME_PASSES` times, :func:`inverted`: a slow spell on one length, once priced a
+63-step paper-size call as a 125-step one); then the medians are made non-decreasing in
 length (:func:`monotone`, pool adjacent violators): a longer call never costs less than a
 shorter one, and a dip that is only noise would otherwise move the planner's choice from one
 probe to the next. Sizes are live-byte counts, deterministic for a given step and shape.
@@ -513,6 +516,21 @@ def _run_transient(ex, h, mt):
     return worst
 
 
+RETIME_TOLERANCE = 0.10
+RETIME_PASSES = 2
+
+
+def inverted(lengths, samples, tolerance: float = RETIME_TOLERANCE) -> list:
+    """The lengths (sorted) whose median time is above a longer length's by more than
+    ``tolerance``, with that longer length: the pairs the probe times again."""
+    med = [statistics.median(samples[L]) for L in lengths]
+    out = set()
+    for i in range(len(lengths) - 1):
+        if med[i] > (1 + tolerance) * med[i + 1]:
+            out.update((lengths[i], lengths[i + 1]))
+    return sorted(out)
+
+
 def monotone(ys) -> list[float]:
     """The non-decreasing sequence closest to ``ys`` in least squares (pool adjacent
     violators): measured call times by increasing length, with noise dips pooled away."""
@@ -559,8 +577,9 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
         f = {L: [] for L in lengths}
         g = {L: [] for L in lengths}
         r = {L: [] for L in run_lengths}
-        for _ in _rounds(repeats, min_seconds):
-            for L in lengths:
+
+        def time_round(seg_lengths, runs):
+            for L in seg_lengths:
                 ex.reset()
                 dh = tuple(torch.zeros_like(t) for t in h1)
                 ex.sync()
@@ -574,8 +593,22 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
                 del rec
                 f[L].append(t1 - t0)
                 g[L].append(t2 - t1)
-            for L in run_lengths:
+            for L in runs:
                 r[L].append(_timed_run(ex, h1, L))
+
+        for _ in _rounds(repeats, min_seconds):
+            time_round(lengths, run_lengths)
+        # a shorter call whose median is above a longer one's by more than RETIME_TOLERANCE
+        # had a slow spell (or the longer a fast one): both are timed again, and pooling
+        # (below) then sees medians over more rounds instead of averaging an outlier into
+        # its neighbours (one paper-size probe priced a 63-step call as a 125-step one)
+        for _ in range(RETIME_PASSES):
+            seg = sorted(set(inverted(lengths, f)) | set(inverted(lengths, g)))
+            runs = inverted(run_lengths, r)
+            if not seg and not runs:
+                break
+            for _ in range(repeats):
+                time_round(seg, runs)
         # medians over rounds, then made non-decreasing in length (a longer call does not
         # cost less: a dip is noise, and a plan chosen on it would change from probe to probe)
         fwd = monotone([statistics.median(f[L]) for L in lengths])
