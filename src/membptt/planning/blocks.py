@@ -256,8 +256,8 @@ def _solve_block(pb: Problem, k: int, prices: Prices, hsm: bool = False) -> dict
     lone = hsm or _lone(pb)
     m, reserve, what = _block_budget(pb, k, r, prices, lone)
     family, slot = (dp.hsm_family(), 1) if hsm else _family(pb, aB, bB)
-    cand = {"k": k, "family": family.name, "blocks": n, "last_block": r, "block_alpha": aB, "block_beta": bB,
-            "reserve": reserve, "reserve_of": what, "block_memory": m, "run_fit": fit,
+    cand = {"k": k, "family": family.name, "blocks": n, "last_block": r, "block_alpha": aB,
+            "block_beta": bB, "reserve": reserve, "reserve_of": what, "block_memory": m, "run_fit": fit,
             "minimum_block_memory": slot}
     if m is None or m < slot:
         cand["feasible"] = False
@@ -274,6 +274,8 @@ def _solve_block(pb: Problem, k: int, prices: Prices, hsm: bool = False) -> dict
         tab = dp.table(n, mem + extra, family, bcosts, max_bytes=pb.max_table_bytes,
                        max_work=pb.max_dp_work)
         for use in range(mem + extra, mem - 1, -1):
+            if use > mem and tab.cost(n, use) >= tab.cost(n, use - 1):
+                continue  # that slot buys nothing: one fewer plans as fast
             block_ops = emit_from_table(tab, n, use, max_ops=pb.max_ops)
             ops = expand(block_ops, bounds)
             limits.check_ops(len(ops), pb.max_ops, strategy=pb.name, seq_len=T)
