@@ -193,10 +193,16 @@ class FusedRNNStep(nn.Module):
         return self._call(state, (xs[0], xs[1], *xs[2]), True, 1, steps=False)
 
     @torch.no_grad()
-    def advance(self, state, xs, need_loss: bool = False):
-        """``len(xs)`` graph-free steps in calls of ``fused_chunk`` steps."""
+    def advance(self, state, xs, need_loss: bool = False, chunk: int | None = None):
+        """``len(xs)`` graph-free steps in calls of ``chunk`` steps (a planner's choice; None:
+        ``fused_chunk``), the head and the loss on each call's outputs."""
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
+                                  or chunk < 1):
+            raise ValueError(f"chunk must be an integer >= 1 (steps per fused call) or None, "
+                             f"got {chunk!r}")
         x, y, extras = self._unpack(xs, True, state)
-        return self._call(state, (x, y, *extras), need_loss, self.fused_chunk)
+        return self._call(state, (x, y, *extras), need_loss,
+                          self.fused_chunk if chunk is None else chunk)
 
     def segment(self, state, xs):
         """``len(xs)`` steps with graph in one call: ``(final state, summed loss)``."""

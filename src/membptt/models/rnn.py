@@ -31,9 +31,12 @@ class RNNLanguageModel(nn.Module):
     ``loss_chunk`` steps of its outputs at a time. Its transient memory is about
     ``fused_chunk`` steps of outputs plus ``loss_chunk`` steps of logits (twice). A larger
     ``fused_chunk`` costs memory and saves time: on CPU each fused call first reorders the
-    weights for oneDNN (about 1.2 ms at hidden 256, about three steps' work). It is exact only
-    without active dropout: ``deterministic`` says so, and the executor uses ``advance`` only
-    then.
+    weights for oneDNN (about 1.2 ms at hidden 256, about three steps' work). A planner that
+    knows the memory it has passes ``advance(..., chunk=c)``: calls of ``c`` steps, the head
+    and the loss on each call's outputs in one call (transient: ``c`` steps of outputs and of
+    logits). ``segment`` is one call in every grad mode (a reentrant checkpoint's first sweep
+    runs it under ``no_grad``, as a user's ``nn.LSTM`` call would). It is exact only without
+    active dropout: ``deterministic`` says so, and the executor uses ``advance`` only then.
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
@@ -93,20 +96,20 @@ class RNNLanguageModel(nn.Module):
                 setattr(fused, dst, p)
         return fused
 
-    def _fused_call(self, state, xs, need_loss: bool):
+    def _fused_call(self, state, xs, need_loss: bool, chunk: int | None,
+                    head_chunk: int | None):
         """One pass of the fused module over ``xs = (x, y)`` (time on dim 0) from ``state``:
-        ``(final state, summed loss or None)``; with graph when grad is enabled (then one call
-        and one head over all steps; graph-free: calls of ``fused_chunk`` steps, the head on
-        ``loss_chunk`` steps at a time)."""
+        ``(final state, summed loss or None)``, in calls of ``chunk`` steps (None: one call),
+        the head on ``head_chunk`` steps of each call's outputs at a time (None: all of them);
+        with graph when grad is enabled."""
         x, y = xs
         fused = self._sync_fused()
         lstm = self.kind == "lstm"
         h = (state[0].unsqueeze(0), state[1].unsqueeze(0)) if lstm else state.unsqueeze(0)
-        graph = torch.is_grad_enabled()
         acc = [None]
 
         def loss_of(s, out):
-            step = out.shape[0] if graph else self.loss_chunk
+            step = out.shape[0] if head_chunk is None else head_chunk
             for u in range(0, out.shape[0], step):
                 logits = self.head(out[u:u + step])
                 k = s + u
@@ -115,20 +118,24 @@ class RNNLanguageModel(nn.Module):
                 del logits
                 acc[0] = loss if acc[0] is None else acc[0] + loss
 
-        h = run_module(fused, x, h, chunk=None if graph else self.fused_chunk,
-                       prep=self.embedding, each=loss_of if need_loss else None)
+        h = run_module(fused, x, h, chunk=chunk, prep=self.embedding,
+                       each=loss_of if need_loss else None)
         # squeeze, not select: its backward is a view of the incoming gradient (select_backward
         # allocates a zero-filled copy of it, one more state held at the backward's peak)
         state = (h[0].squeeze(0), h[1].squeeze(0)) if lstm else h.squeeze(0)
         return state, acc[0]
 
     @torch.no_grad()
-    def advance(self, state, xs, need_loss: bool = False):
-        """``len(xs)`` graph-free steps; returns ``(state, summed loss or None)``."""
+    def advance(self, state, xs, need_loss: bool = False, chunk: int | None = None):
+        """``len(xs)`` graph-free steps; returns ``(state, summed loss or None)``. ``chunk``:
+        steps per fused call, the head on each call's outputs at once (a planner's choice);
+        None: calls of ``fused_chunk`` steps, the head on ``loss_chunk`` steps at a time."""
         if not self.deterministic:
             raise RuntimeError("advance() is exact only without active dropout "
                                "(call .eval() or use dropout=0)")
-        return self._fused_call(state, xs, need_loss)
+        if chunk is None:
+            return self._fused_call(state, xs, need_loss, self.fused_chunk, self.loss_chunk)
+        return self._fused_call(state, xs, need_loss, _chunk(chunk), None)
 
     def segment(self, state, xs):
         """``len(xs)`` steps *with graph* in one fused call (``nn.LSTM``/``nn.GRU``: oneDNN on
@@ -137,7 +144,7 @@ class RNNLanguageModel(nn.Module):
         if not self.deterministic:
             raise RuntimeError("segment() is exact only without active dropout "
                                "(call .eval() or use dropout=0)")
-        return self._fused_call(state, xs, True)
+        return self._fused_call(state, xs, True, None, None)
 
     def extra_repr(self) -> str:
         return (f"dropout={self.dropout}, fused_chunk={self.fused_chunk}, "
@@ -156,3 +163,11 @@ class GRULanguageModel(RNNLanguageModel):
 
     def __init__(self, input_size: int, hidden_size: int, vocab_size: int, **kw):
         super().__init__("gru", input_size, hidden_size, vocab_size, **kw)
+
+
+def _chunk(chunk) -> int:
+    """A planned chunk length checked: an integer >= 1."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1 (steps per fused call) or None, "
+                         f"got {chunk!r}")
+    return chunk
