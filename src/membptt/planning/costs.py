@@ -100,7 +100,12 @@ class SegmentCosts:
     * ``core_bytes[j]`` (optional, ``None`` when not measured): the same for a *lone* core,
       an ``L``-step segment backpropagated alone, as every chain of an HSM plan is
       (:mod:`membptt.planning.chains`); never more than ``working_bytes[j]``;
-    * ``run_lengths`` / ``run_seconds``: graph-free fused runs measured at these lengths.
+    * ``run_lengths`` / ``run_seconds``: graph-free fused runs measured at these lengths;
+    * ``run_bytes`` (optional, ``None`` when not measured): the peak transient of a graph-free
+      run of each ``run_lengths`` length made as *one* fused call (beyond its input state).
+      Given, the step takes a planned chunk length (``advance(..., chunk=c)``) and
+      ``run_seconds`` are of single calls: a run is priced as the calls it is split into
+      (:func:`membptt.planning.prices.run_calls`), at the chunk its plan's memory admits.
 
     Lists are accepted and stored as tuples (so a model read back from JSON is hashable).
     Values at unmeasured lengths come from :meth:`at` / :meth:`run`: times piecewise-linear
@@ -116,11 +121,12 @@ class SegmentCosts:
     run_lengths: tuple[int, ...]
     run_seconds: tuple[float, ...]
     core_bytes: tuple[int, ...] | None = None
+    run_bytes: tuple[int, ...] | None = None
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None and f.name in _OPTIONAL_BYTES:
+            if v is None and f.name in (*_OPTIONAL_BYTES, "run_bytes"):
                 continue
             if isinstance(v, list):
                 object.__setattr__(self, f.name, v := tuple(v))
@@ -153,6 +159,15 @@ class SegmentCosts:
                              f"it needs one per run length in {self.run_lengths!r}")
         for x in self.run_seconds:
             _positive_number("SegmentCosts", "run_seconds", x)
+        if self.run_bytes is not None:
+            if len(self.run_bytes) != len(self.run_lengths):
+                raise ValueError(f"SegmentCosts.run_bytes has {len(self.run_bytes)} entries; "
+                                 f"it needs one per run length in {self.run_lengths!r}")
+            for x in self.run_bytes:
+                _positive_number("SegmentCosts", "run_bytes", x)
+                if not isinstance(x, int):
+                    raise ValueError(f"SegmentCosts.run_bytes must hold integers (bytes), "
+                                     f"got {x!r}")
         self._not_above("beta_bytes", "stored_bytes",
                         "without its input state a segment is not larger")
 
@@ -180,6 +195,15 @@ class SegmentCosts:
     def run(self, length: int) -> float:
         """Seconds of one graph-free fused run of ``length`` steps (0 for ``length <= 0``)."""
         return 0.0 if length <= 0 else interpolate(self.run_lengths, self.run_seconds, length)
+
+    @property
+    def chunked(self) -> bool:
+        """Runs are single calls of planned chunk lengths (``run_bytes`` measured)."""
+        return self.run_bytes is not None
+
+    def run_transient(self, length: int) -> float:
+        """Bytes of one graph-free call of ``length`` steps (next measured length up)."""
+        return upper(self.run_lengths, self.run_bytes, length)
 
     def to_dict(self) -> dict:
         return {f.name: list(getattr(self, f.name)) for f in fields(self)

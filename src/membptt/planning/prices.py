@@ -4,7 +4,11 @@ Measured (``costs.segments``, :class:`~membptt.planning.costs.SegmentCosts`, int
 between the measured lengths) or, without segments, ``L`` times the step model: forward
 ``L * forward_graph``, backward ``L * backward``, a stored ``L``-step segment ``internal_bytes
 + (L - 1) beta_bytes`` (its steps' inputs are held by the segment itself, the paper's beta
-form). A graph-free run of ``L`` steps is ``segments.run(L)`` or ``CostModel.run(L)``.
+form). A graph-free run of ``L`` steps is ``segments.run(L)`` or ``CostModel.run(L)``; where
+the probe measured single calls' transients (``segments.run_bytes``, a step that takes a planned
+chunk length) it is the calls it is split into, :func:`run_calls`, at the longest call the plan's
+memory admits (:meth:`Prices.cap_for`; the planners' tables use the cap every plan admits,
+:meth:`Prices.floor_cap`, and the replay the plan's own).
 """
 
 from __future__ import annotations
@@ -12,6 +16,25 @@ from __future__ import annotations
 import math
 
 from .costs import CostModel
+
+
+def run_chunk(length: int, cap: int) -> int:
+    """Steps per call of a graph-free run of ``length`` steps whose calls may be at most
+    ``cap`` steps: the fewest calls, made as even as a fixed chunk makes them
+    (``ceil(length / ceil(length / cap))``; 250 steps at a cap of 200: two calls of 125)."""
+    n = -(-length // max(1, cap))
+    return -(-length // n)
+
+
+def run_calls(length: int, cap: int) -> list[int]:
+    """The call lengths of a graph-free run of ``length`` steps at call cap ``cap``, as
+    ``advance(..., chunk=run_chunk(length, cap))`` makes them (calls of the chunk, then the
+    rest)."""
+    if length <= 0:
+        return []
+    c = run_chunk(length, cap)
+    q, r = divmod(length, c)
+    return [c] * q + ([r] if r else [])
 
 
 class Prices:
@@ -36,6 +59,10 @@ class Prices:
         self.beta = self.alpha if beta is None else beta
         ib = costs.internal_bytes
         self._ib, self._bb = ib, costs.beta_bytes if costs.beta_bytes is not None else ib
+        # planned chunk lengths of graph-free runs: the cap in force (None: the floor cap)
+        self.chunked = self._runs is not None and self._runs.chunked
+        self.run_cap: int | None = None
+        self._floor = None
 
     @property
     def source(self) -> str:
@@ -47,8 +74,39 @@ class Prices:
     def backward(self, L: int) -> float:
         return self.seg.at("backward", L) if self.seg else L * self.costs.backward
 
-    def run(self, L: int) -> float:
-        return self._runs.run(L) if self._runs else self.costs.run(L)
+    def run(self, L: int, cap: int | None = None) -> float:
+        """A graph-free run of ``L`` steps: at call cap ``cap`` (default :attr:`run_cap`, else
+        :meth:`floor_cap`) where calls are planned, else as the probe timed it."""
+        if not self._runs:
+            return self.costs.run(L)
+        if not self.chunked:
+            return self._runs.run(L)
+        cap = cap or self.run_cap or self.floor_cap()
+        return sum(self._runs.run(n) for n in run_calls(L, cap))
+
+    def cap_for(self, allowance: float) -> int:
+        """The longest graph-free call whose measured transient is at most ``allowance``
+        bytes (bytes at an unmeasured length: the next measured length's; beyond the longest,
+        its per-step rate); 1 when none is."""
+        seg = self._runs
+        xs, ys = seg.run_lengths, seg.run_bytes
+        best, hi = 1, 0
+        for L, b in zip(xs, ys):
+            hi = max(hi, b)
+            if hi > allowance:
+                return best
+            best = L
+        return max(best, int(allowance * xs[-1] // ys[-1]))
+
+    def floor_cap(self) -> int:
+        """The call cap every plan admits: what the least working set of any core leaves
+        beside a cursor and an incoming gradient (a run never holds more beside the stored
+        states, :func:`membptt.planning.replay.predict`)."""
+        if self._floor is None:
+            seg = self.seg or self._runs
+            least = min(seg.core_bytes or seg.working_bytes)
+            self._floor = self.cap_for(least - 2 * (self.hb or 0))
+        return self._floor
 
     def stored_bytes(self, L: int) -> int:
         if L <= 0:

@@ -221,6 +221,9 @@ class Prediction:
     graph_calls: int  # fused forward calls with graph
     backward_calls: int
     segment_ends: tuple | None  # the segment ends priced (None: every step, stepped)
+    # the longest graph-free call the plan's memory admits, where calls are planned
+    # (CostModel.segments.run_bytes measured; the executor passes it on); None: the step's own
+    run_cap: int | None = None
 
     @property
     def total_cost(self) -> float:
@@ -259,23 +262,32 @@ def _graph_calls(ops, is_end) -> dict[int, tuple[int, bool]]:
 
 
 class _Calls:
-    """Calls of one kind being priced: the open call's length, the total and the count."""
+    """Calls of one kind being priced: the open call's length, the total and the count
+    (``price`` None: the lengths are kept, priced at the end)."""
 
     def __init__(self, price):
         self.price, self.length, self.total, self.count = price, 0, 0.0, 0
+        self.lengths: list[int] = []
 
     def close(self) -> None:
         if self.length:
-            self.total += self.price(self.length)
+            if self.price is None:
+                self.lengths.append(self.length)
+            else:
+                self.total += self.price(self.length)
             self.count += 1
             self.length = 0
 
 
 def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
-            beta: int | None = None, segment_ends=None) -> Prediction:
+            beta: int | None = None, segment_ends=None, own_cap: bool = True) -> Prediction:
     """Price valid ``ops`` (replayed by :func:`simulate_ops` first) as the executor runs them
     (module docstring); ``segment_ends``: the last step of every fused segment (None: every
-    step is one, stepped execution)."""
+    step is one, stepped execution). Where graph-free calls are planned
+    (``costs.segments.run_bytes``), runs are split at the longest call whose transient fits
+    what the plan's least core working set leaves beside a cursor and a gradient (the plan's
+    predicted peak is then unchanged by them); ``own_cap=False`` prices them at the cap every
+    plan admits instead (:meth:`Prices.floor_cap`, what the planners' tables use)."""
     T = int(seq_len)
     prices = Prices(costs, alpha, beta, stepped=segment_ends is None)
     ends = None if segment_ends is None else frozenset(segment_ends)
@@ -313,7 +325,7 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
         if g is not None:
             charge(g)
 
-    runs, graph, back = _Calls(prices.run), _Calls(prices.forward), _Calls(prices.backward)
+    runs, graph, back = _Calls(None), _Calls(prices.forward), _Calls(prices.backward)
     prev_back = None
 
     def close_back():
@@ -407,9 +419,15 @@ def predict(ops, seq_len: int, costs: CostModel, *, alpha: int | None = None,
     runs.close()
     graph.close()
     close_back()
+    cap = None
+    if prices.chunked:
+        cap = prices.floor_cap()
+        if own_cap and least_work is not None:
+            cap = max(cap, prices.cap_for(least_work - 2 * hb))
+    runs.total = sum(prices.run(L, cap) for L in runs.lengths)
     peak = None
     if core_peak is not None:
         peak = max(core_peak, free_peak + least_work)
     return Prediction(runs.total + graph.total, back.total, stored_peak if sized else None,
                       peak if sized else None, runs.count, graph.count, back.count,
-                      None if segment_ends is None else tuple(sorted(ends)))
+                      None if segment_ends is None else tuple(sorted(ends)), cap)
