@@ -40,7 +40,11 @@ Fused runs. A step object may offer ``advance(state, xs, need_loss) -> (state, l
 that performs ``len(xs)`` graph-free steps at once (``xs`` is ``inputs[a-1:b]``, time on dim 0).
 The executor uses it for every run of graph-free forwards when the step also says
 ``step.deterministic`` is true (it must consume no random numbers: a fused run cannot replay
-the per-step RNG stream).
+the per-step RNG stream). An ``advance`` that also takes ``chunk`` (steps per fused call, the
+shipped LSTM/GRU steps and ``FusedRNNStep``) gets its calls planned: the probe measures one
+call's transient by length (``SegmentCosts.run_bytes``), the plan's prediction says the longest
+call its memory admits (``Prediction.run_cap``), and each run is made as the fewest calls of at
+most that many steps (``membptt.planning.prices.run_calls``), as it was priced.
 
 Fused segments. A step object may also offer ``segment(state, xs) -> (state, loss_sum)``: the
 forwards *with graph* of ``len(xs)`` steps in one call (for example one ``nn.LSTM`` call, cuDNN
@@ -79,6 +83,7 @@ midway puts the parameters' ``.grad`` back as it was.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -87,6 +92,7 @@ import torch
 from torch.autograd.graph import get_gradient_edge
 from torch.utils import _pytree as pytree
 
+from ..planning.prices import run_chunk
 from .compile import Back, Graph, Program, Read, Run, Src, compile_plan, plan_ops
 
 __all__ = ["bptt", "ExecStats", "Executor", "Record", "compile_plan", "compiled", "plain_bptt"]
@@ -398,6 +404,11 @@ class Executor:
                       and callable(getattr(step, "advance", None)))
         self.segments = (bool(segments) and self.deterministic
                          and callable(getattr(step, "segment", None)))
+        # planned chunk lengths: a step whose advance takes ``chunk`` runs a graph-free run in
+        # calls of at most ``run_cap`` steps (the plan's prediction says how many its memory
+        # admits); None: the step's own split
+        self.chunked = self.fused and _takes_chunk(step.advance)
+        self.run_cap: int | None = None
         self.preserve = bool(preserve_rng_state) and not self.deterministic
         self.stats = ExecStats() if stats is None else stats
         self.stats.fused, self.stats.preserve_rng = self.fused, self.preserve
@@ -561,15 +572,23 @@ class Executor:
 
     # -- graph-free runs
     def run(self, h, a: int, b: int, *, need_loss: bool = False, check: bool = False,
-            total=None):
+            total=None, chunk: int | None = None):
         """Graph-free forwards of steps ``a..b`` from ``h = h_{a-1}`` (flat tuple), fused
         through ``step.advance`` when able; returns ``(h_b, loss)``: with ``need_loss`` the
         steps' losses added to ``total`` one by one in step order (so the first sweep sums
-        exactly as plain BPTT does), else ``(h_b, None)``."""
+        exactly as plain BPTT does), else ``(h_b, None)``. A step that takes planned chunk
+        lengths gets ``chunk`` (default: the fewest calls of at most ``run_cap`` steps, when a
+        plan set one)."""
         step, stats = self.step, self.stats
         with torch.no_grad():
             if self.fused:
-                out, loss = step.advance(self.user(h), self._xs(a, b), need_loss)
+                if self.chunked and chunk is None and self.run_cap is not None:
+                    chunk = run_chunk(b - a + 1, self.run_cap)
+                if self.chunked and chunk is not None:
+                    out, loss = step.advance(self.user(h), self._xs(a, b), need_loss,
+                                             chunk=chunk)
+                else:
+                    out, loss = step.advance(self.user(h), self._xs(a, b), need_loss)
                 stats.fused_runs += 1
                 stats.fused_steps += b - a + 1
                 if need_loss:
@@ -1035,8 +1054,9 @@ def bptt(step, state0, inputs, plan, *, fused: bool = True, segments: bool | Non
             (its parameters are captured, gradients accumulate into their ``.grad``). Optional
             attributes: ``deterministic`` (bool: consumes no random numbers),
             ``advance(state, xs, need_loss) -> (state, loss_sum or None)`` (fused graph-free
-            steps) and ``segment(state, xs) -> (state, loss_sum)`` (fused steps with graph);
-            both used only when ``deterministic``.
+            steps; with a ``chunk`` keyword its calls are planned, module docstring) and
+            ``segment(state, xs) -> (state, loss_sum)`` (fused steps with graph); both used
+            only when ``deterministic``.
         state0: the initial state ``h_0``: a floating tensor or a (nested) tuple/list/dict of
             them.
         inputs: a tensor or a tuple of tensors with time on dim 0 (``x_t = inputs[t - 1]``, or
@@ -1064,6 +1084,7 @@ def bptt(step, state0, inputs, plan, *, fused: bool = True, segments: bool | Non
         return (loss, ex.user(ex.cursor)) if return_state else loss
     # ex.segments: the step can run segments (and they were not switched off); None: as priced
     ex.program = compiled(plan, segments=(segments if ex.segments else False))
+    ex.run_cap = getattr(getattr(plan, "prediction", None), "run_cap", None)
     dummy = torch.empty(0, requires_grad=True)
     params = module_params(step)
     out = _BPTTFunction.apply(ex, params, dummy, *ex.state0, *ex.inputs, *(params or ()))
@@ -1071,6 +1092,14 @@ def bptt(step, state0, inputs, plan, *, fused: bool = True, segments: bool | Non
     if return_state:
         return loss, ex.user(tuple(out[1:]))
     return loss
+
+
+def _takes_chunk(advance) -> bool:
+    """Whether ``advance`` takes a ``chunk`` keyword (a planned chunk length)."""
+    try:
+        return "chunk" in inspect.signature(advance).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def module_params(step) -> tuple | None:

@@ -459,14 +459,16 @@ def chain_working_bytes_by_count(ex, h, mt, lengths=CHAIN_LENGTHS,
 
 
 def _timed_run(ex, h1, k):
-    """Seconds of one graph-free run of k steps (steps 2..k+1, cyclically), as executed."""
+    """Seconds of one graph-free run of k steps (steps 2..k+1, cyclically), as executed (a
+    step that takes planned chunk lengths: as one call)."""
     ex.reset()
     spans = _steps(ex.T, 2, k)
+    chunk = k if ex.chunked else None
     ex.sync()
     t0 = time.perf_counter()
     h = h1
     for a, b in spans:
-        h, _ = ex.run(h, a, b)
+        h, _ = ex.run(h, a, b, chunk=chunk)
     ex.sync()
     t = time.perf_counter() - t0
     ex.reset()
@@ -514,6 +516,24 @@ def _run_transient(ex, h, mt):
         del out
         worst = max(worst, mt.peak_bytes - base)
     return worst
+
+
+def _call_transients(ex, h, mt, lengths) -> tuple:
+    """The peak transient of one graph-free call of each length (with and without losses,
+    the larger; beyond the held input state), made non-decreasing in length (a longer call
+    holds no less; a plan's chunk is chosen on these, never on a dip)."""
+    out = []
+    for L in lengths:
+        worst = 0
+        for need_loss in (False, True):
+            base = mt.current_bytes
+            mt.reset_peak()
+            r = ex.run(h, 2, 1 + L, need_loss=need_loss, chunk=L)
+            del r
+            worst = max(worst, mt.peak_bytes - base)
+        out.append(max(int(worst), 1, out[-1] if out else 0))
+    ex.reset()
+    return tuple(out)
 
 
 RETIME_TOLERANCE = 0.10
@@ -630,10 +650,13 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
             working.append(int(max(w.values()) + extra))
             core.append(int(w[1] + extra))
     run_transient = 0
+    run_bytes = None
     if sizes:
         with LiveBytesTracker() as mt:
             h = tuple(t.clone() for t in h1)
             run_transient = _run_transient(ex, h, mt)
+            if ex.chunked and times:
+                run_bytes = _call_transients(ex, h, mt, run_lengths)
             del h
         working = [max(w, run_transient + extra) for w in working]
         core = [max(c, run_transient + extra) for c in core]
@@ -647,6 +670,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
         "core_bytes": tuple(core) if sizes else None,
         "run_lengths": run_lengths if times else None,
         "run_seconds": tuple(run_seconds) if times else None,
+        "run_bytes": run_bytes,
     }
 
 
