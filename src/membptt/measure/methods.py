@@ -556,6 +556,9 @@ class PlanMethod(Method):
             "probe_backward_s": c.backward,
         }
         info = {k: v for k, v in p.info.items() if isinstance(v, (int, float, str))}
+        cap = getattr(getattr(p, "prediction", None), "run_cap", None)
+        if cap is not None:  # the longest graph-free fused call the plan makes
+            info["run_cap"] = cap
         if info:
             d["params"] = " ".join(f"{k}={v}" for k, v in sorted(info.items()))
         return d
