@@ -23,6 +23,10 @@ classes, batch 2, float32, 1 thread), in one process with every quantity timed r
    memory for every bound), for ``K`` in ``--ks``; the least-squares line of time against
    ``K`` gives each one's cost per segment (its slope: a segment is a graph-free call in the
    first sweep, a recomputation with graph and a backward) and the rest (its intercept).
+   Beside them the same membptt plan with its graph-free runs at the step's own split
+   (``fused_chunk``-step calls, the head on ``loss_chunk`` steps at a time) instead of the
+   planned chunk lengths (``Plan.prediction.run_cap``, printed as ``run cap``): what planning
+   the calls changed, in the same process.
 
 ::
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import statistics
 import sys
@@ -50,6 +55,8 @@ import membptt
 from membptt.execution import Executor
 from membptt.measure.methods import make_method
 from membptt.measure.workload import WorkloadConfig, make_workload
+
+SPLIT = "step's split"
 
 
 def _timer(fn, reps: int):
@@ -128,6 +135,13 @@ def iterations(w, ks, seq_len):
         mb = make_method(f"hsm-measured:planner=blocks:block={block}:memory=1GiB", w)
         mb.prepare()
         out[("membptt", k)] = mb
+        # the same plan with graph-free runs at the step's own split (``fused_chunk`` calls,
+        # the head on ``loss_chunk`` steps): what planned chunk lengths changed
+        split = make_method(f"hsm-measured:planner=blocks:block={block}:memory=1GiB", w)
+        split.prepare()
+        split.plan = dataclasses.replace(
+            split.plan, prediction=dataclasses.replace(split.plan.prediction, run_cap=None))
+        out[(SPLIT, k)] = split
     return out
 
 
@@ -172,14 +186,20 @@ def main(argv=None) -> int:
         a, b = names[i], names[i + 1]
         print(f"{a:44s} {med[a] * 1e6:9.1f}")
         print(f"{b:44s} {med[b] * 1e6:9.1f}   (executor adds {(med[a] - med[b]) * 1e6:+.1f})")
-    print(f"\n{'K':>5s} {'checkpoint ms':>14s} {'membptt ms':>11s} {'ratio':>6s}")
+    def per_round(a, b):
+        return statistics.median(x / y for x, y in zip(samples[a][1:], samples[b][1:]))
+
+    print(f"\n{'K':>5s} {'checkpoint ms':>14s} {'membptt ms':>11s} {'ratio':>6s} "
+          f"{'run cap':>7s} {'step split ms':>14s} {'ratio':>6s} {'planned/split':>13s}")
     for k in args.ks:
-        c, m = med[("checkpoint", k)], med[("membptt", k)]
-        rr = statistics.median(x / y for x, y in zip(samples[("membptt", k)][1:],
-                                                     samples[("checkpoint", k)][1:]))
-        print(f"{k:5d} {c * 1e3:14.3f} {m * 1e3:11.3f} {rr:6.3f}")
+        c, m, u = med[("checkpoint", k)], med[("membptt", k)], med[(SPLIT, k)]
+        cap = its[("membptt", k)].plan.prediction.run_cap
+        print(f"{k:5d} {c * 1e3:14.3f} {m * 1e3:11.3f} "
+              f"{per_round(('membptt', k), ('checkpoint', k)):6.3f} {str(cap):>7s} "
+              f"{u * 1e3:14.3f} {per_round((SPLIT, k), ('checkpoint', k)):6.3f} "
+              f"{per_round(('membptt', k), (SPLIT, k)):13.3f}")
     rows = []
-    for who in ("checkpoint", "membptt"):
+    for who in ("checkpoint", "membptt", SPLIT):
         xs = [float(k) for k in args.ks]
         ys = [med[(who, k)] for k in args.ks]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
