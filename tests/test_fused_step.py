@@ -173,3 +173,21 @@ def test_graph_free_calls_run_in_eval_mode_where_exact(layers, dropout, eval_exp
         torch.manual_seed(0)
         _, ref = rnn(x)
         assert all(torch.equal(a, b) for a, b in zip(h, ref))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, T])
+def test_advance_takes_a_planned_chunk_and_rejects_a_bad_one(chunk):
+    """advance(..., chunk=c): calls of c steps give the default split's state and loss; a
+    chunk that is not an integer >= 1 is refused, naming it."""
+    rnn, head, x, y = setup(nn.LSTM, False)
+    step = FusedRNNStep(rnn, head)
+    s0 = step.initial_state(B)
+    xs = step.inputs(x, y)
+    ref_h, ref_loss = step.advance(s0, xs, True)
+    h, loss = step.advance(s0, xs, True, chunk=chunk)
+    assert torch.allclose(loss, ref_loss, rtol=1e-12, atol=0)
+    for a, b in zip(torch.utils._pytree.tree_leaves(h), torch.utils._pytree.tree_leaves(ref_h)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match=f"chunk must be an integer >= 1.*{bad!r}"):
+            step.advance(s0, xs, chunk=bad)

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusedcall import run_module
+from .fusedcall import check_chunk, run_module
 
 __all__ = ["FusedRNNStep"]
 
@@ -196,10 +196,8 @@ class FusedRNNStep(nn.Module):
     def advance(self, state, xs, need_loss: bool = False, chunk: int | None = None):
         """``len(xs)`` graph-free steps in calls of ``chunk`` steps (a planner's choice; None:
         ``fused_chunk``), the head and the loss on each call's outputs."""
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
-                                  or chunk < 1):
-            raise ValueError(f"chunk must be an integer >= 1 (steps per fused call) or None, "
-                             f"got {chunk!r}")
+        if chunk is not None:
+            check_chunk(chunk)
         x, y, extras = self._unpack(xs, True, state)
         return self._call(state, (x, y, *extras), need_loss,
                           self.fused_chunk if chunk is None else chunk)

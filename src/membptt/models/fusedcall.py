@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-__all__ = ["run_module"]
+__all__ = ["check_chunk", "run_module"]
 
 
 def run_module(rnn, x, h, *, chunk: int | None = None, prep=None, each=None):
@@ -60,3 +60,11 @@ def _calls(rnn, x, h, n, chunk, bf, prep, each):
                 each(s, out)
             del out
     return h
+
+
+def check_chunk(chunk) -> int:
+    """A planned chunk length (steps per fused call) checked: an integer >= 1."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1 (steps per fused call) or None, "
+                         f"got {chunk!r}")
+    return chunk

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusedcall import run_module
+from .fusedcall import check_chunk, run_module
 
 __all__ = ["RNNLanguageModel", "LSTMLanguageModel", "GRULanguageModel"]
 
@@ -135,7 +135,7 @@ class RNNLanguageModel(nn.Module):
                                "(call .eval() or use dropout=0)")
         if chunk is None:
             return self._fused_call(state, xs, need_loss, self.fused_chunk, self.loss_chunk)
-        return self._fused_call(state, xs, need_loss, _chunk(chunk), None)
+        return self._fused_call(state, xs, need_loss, check_chunk(chunk), None)
 
     def segment(self, state, xs):
         """``len(xs)`` steps *with graph* in one fused call (``nn.LSTM``/``nn.GRU``: oneDNN on
@@ -163,11 +163,3 @@ class GRULanguageModel(RNNLanguageModel):
 
     def __init__(self, input_size: int, hidden_size: int, vocab_size: int, **kw):
         super().__init__("gru", input_size, hidden_size, vocab_size, **kw)
-
-
-def _chunk(chunk) -> int:
-    """A planned chunk length checked: an integer >= 1."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1 (steps per fused call) or None, "
-                         f"got {chunk!r}")
-    return chunk
