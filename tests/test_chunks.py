@@ -5,34 +5,26 @@ the measured peak stays inside the predicted one."""
 
 import pytest
 import torch
+from test_blocks import HB, LENGTHS, RUNS, segments  # the block tests' synthetic fused model
 
 import membptt
 from membptt.execution.executor import ExecStats, bptt, plain_bptt
 from membptt.models.rnn import LSTMLanguageModel
-from membptt.planning import CostModel, SegmentCosts
+from membptt.planning import CostModel
 from membptt.planning.prices import Prices, run_calls, run_chunk
 from membptt.planning.replay import predict
 
-HB = 1000
-LENGTHS = (1, 2, 4, 8, 16)
-RUNS = (1, 4, 16, 64)
-
 
 def chunked_costs(**over) -> CostModel:
-    """A synthetic fused model whose graph-free calls have a launch cost (1.0) and a transient
-    of 10 HB per step: the longer a call, the cheaper a step."""
-    seg = dict(lengths=LENGTHS,
-               forward=tuple(2.0 + 0.5 * L for L in LENGTHS),
-               backward=tuple(3.0 + 1.0 * L for L in LENGTHS),
-               stored_bytes=tuple(HB + 3 * HB * L for L in LENGTHS),
-               beta_bytes=tuple(3 * HB * L for L in LENGTHS),
-               working_bytes=tuple(60 * HB + 20 * HB * L for L in LENGTHS),
-               run_lengths=RUNS, run_seconds=tuple(1.0 + 0.25 * L for L in RUNS),
+    """The block tests' synthetic fused model with larger working sets, and graph-free calls
+    that have a launch cost (1.0) and a transient of 10 HB per step: the longer a call, the
+    cheaper a step."""
+    seg = dict(working_bytes=tuple(60 * HB + 20 * HB * L for L in LENGTHS),
                run_bytes=tuple(10 * HB * L for L in RUNS))
     seg.update(over)
     return CostModel(run_fixed=1.0, run_per_step=0.25, forward_graph=3.0, backward=5.0,
                      hidden_bytes=HB, internal_bytes=5 * HB, beta_bytes=4 * HB,
-                     working_bytes=80 * HB, segments=SegmentCosts(**seg))
+                     working_bytes=80 * HB, segments=segments(**seg))
 
 
 # -- the split rule and the prices ------------------------------------------------------------

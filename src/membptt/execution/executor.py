@@ -584,11 +584,8 @@ class Executor:
             if self.fused:
                 if self.chunked and chunk is None and self.run_cap is not None:
                     chunk = run_chunk(b - a + 1, self.run_cap)
-                if self.chunked and chunk is not None:
-                    out, loss = step.advance(self.user(h), self._xs(a, b), need_loss,
-                                             chunk=chunk)
-                else:
-                    out, loss = step.advance(self.user(h), self._xs(a, b), need_loss)
+                kw = {"chunk": chunk} if self.chunked and chunk is not None else {}
+                out, loss = step.advance(self.user(h), self._xs(a, b), need_loss, **kw)
                 stats.fused_runs += 1
                 stats.fused_steps += b - a + 1
                 if need_loss:

@@ -504,18 +504,22 @@ def _sizes(ex, h1):
     return internal, max(beta, 1), working
 
 
-def _run_transient(ex, h, mt):
-    """The peak transient of the longest fused run there can be, with and without losses."""
-    if not ex.fused:
-        return 0
+def _run_peak(ex, h, mt, b, chunk=None):
+    """The peak transient of the graph-free run of steps 2..b from ``h`` (beyond what is held
+    before it), with and without losses, the larger."""
     worst = 0
     for need_loss in (False, True):
         base = mt.current_bytes
         mt.reset_peak()
-        out = ex.run(h, 2, ex.T, need_loss=need_loss)
+        out = ex.run(h, 2, b, need_loss=need_loss, chunk=chunk)
         del out
         worst = max(worst, mt.peak_bytes - base)
     return worst
+
+
+def _run_transient(ex, h, mt):
+    """The peak transient of the longest fused run there can be, with and without losses."""
+    return _run_peak(ex, h, mt, ex.T) if ex.fused else 0
 
 
 def _call_transients(ex, h, mt, lengths) -> tuple:
@@ -524,14 +528,7 @@ def _call_transients(ex, h, mt, lengths) -> tuple:
     holds no less; a plan's chunk is chosen on these, never on a dip)."""
     out = []
     for L in lengths:
-        worst = 0
-        for need_loss in (False, True):
-            base = mt.current_bytes
-            mt.reset_peak()
-            r = ex.run(h, 2, 1 + L, need_loss=need_loss, chunk=L)
-            del r
-            worst = max(worst, mt.peak_bytes - base)
-        out.append(max(int(worst), 1, out[-1] if out else 0))
+        out.append(max(int(_run_peak(ex, h, mt, 1 + L, chunk=L)), 1, out[-1] if out else 0))
     ex.reset()
     return tuple(out)
 

@@ -126,7 +126,7 @@ class SegmentCosts:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None and f.name in (*_OPTIONAL_BYTES, "run_bytes"):
+            if v is None and f.name in _OPTIONAL_BYTES + ("run_bytes",):
                 continue
             if isinstance(v, list):
                 object.__setattr__(self, f.name, v := tuple(v))
@@ -154,19 +154,17 @@ class SegmentCosts:
         if self.core_bytes is not None:
             self._not_above("core_bytes", "working_bytes", "a lone core is one of the chains "
                             "working_bytes is the largest of")
-        if len(self.run_seconds) != len(self.run_lengths):
-            raise ValueError(f"SegmentCosts.run_seconds has {len(self.run_seconds)} entries; "
-                             f"it needs one per run length in {self.run_lengths!r}")
-        for x in self.run_seconds:
-            _positive_number("SegmentCosts", "run_seconds", x)
-        if self.run_bytes is not None:
-            if len(self.run_bytes) != len(self.run_lengths):
-                raise ValueError(f"SegmentCosts.run_bytes has {len(self.run_bytes)} entries; "
-                                 f"it needs one per run length in {self.run_lengths!r}")
-            for x in self.run_bytes:
-                _positive_number("SegmentCosts", "run_bytes", x)
-                if not isinstance(x, int):
-                    raise ValueError(f"SegmentCosts.run_bytes must hold integers (bytes), "
+        for name in ("run_seconds", "run_bytes"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if len(v) != len(self.run_lengths):
+                raise ValueError(f"SegmentCosts.{name} has {len(v)} entries; it needs one per "
+                                 f"run length in {self.run_lengths!r}")
+            for x in v:
+                _positive_number("SegmentCosts", name, x)
+                if name == "run_bytes" and not isinstance(x, int):
+                    raise ValueError(f"SegmentCosts.{name} must hold integers (bytes), "
                                      f"got {x!r}")
         self._not_above("beta_bytes", "stored_bytes",
                         "without its input state a segment is not larger")

@@ -59,9 +59,8 @@ class Prices:
         self.beta = self.alpha if beta is None else beta
         ib = costs.internal_bytes
         self._ib, self._bb = ib, costs.beta_bytes if costs.beta_bytes is not None else ib
-        # planned chunk lengths of graph-free runs: the cap in force (None: the floor cap)
+        # planned chunk lengths of graph-free runs (priced at a call cap, default the floor's)
         self.chunked = self._runs is not None and self._runs.chunked
-        self.run_cap: int | None = None
         self._floor = None
 
     @property
@@ -75,13 +74,13 @@ class Prices:
         return self.seg.at("backward", L) if self.seg else L * self.costs.backward
 
     def run(self, L: int, cap: int | None = None) -> float:
-        """A graph-free run of ``L`` steps: at call cap ``cap`` (default :attr:`run_cap`, else
-        :meth:`floor_cap`) where calls are planned, else as the probe timed it."""
+        """A graph-free run of ``L`` steps: at call cap ``cap`` (default :meth:`floor_cap`)
+        where calls are planned, else as the probe timed it."""
         if not self._runs:
             return self.costs.run(L)
         if not self.chunked:
             return self._runs.run(L)
-        cap = cap or self.run_cap or self.floor_cap()
+        cap = cap or self.floor_cap()
         return sum(self._runs.run(n) for n in run_calls(L, cap))
 
     def cap_for(self, allowance: float) -> int:
