@@ -251,7 +251,7 @@ def test_core_bytes_validation_and_fallback():
     import json
 
     from test_blocks import segments
-    with pytest.raises(ValueError, match=r"core_bytes\[4\] = 999999 exceeds working_bytes\[4\]"):
+    with pytest.raises(ValueError, match=r"core_bytes\[4\] = 999999 exceeds working_bytes = \d+ at length"):
         segments(core_bytes=(1, 2, 3, 4, 999999))
     with pytest.raises(ValueError, match="core_bytes has 2 entries"):
         segments(core_bytes=(1, 2))
@@ -264,6 +264,89 @@ def test_core_bytes_validation_and_fallback():
     assert lone.at("core_bytes", 8) == plain.at("working_bytes", 8) - 2 * HB
     c = costs(segments=lone)
     assert CostModel(**json.loads(json.dumps(c.to_dict()))) == c
+
+
+def _dense_core():
+    """Lone-core bytes at every length 1..16 (the synthetic working set less 2 states)."""
+    return dict(core_lengths=tuple(range(1, 17)),
+                core_bytes=tuple(10 * HB + 4 * HB * L - 2 * HB for L in range(1, 17)))
+
+
+def test_core_lengths_validation_round_trip_and_pricing():
+    import json
+
+    from test_blocks import segments
+    dense = segments(**_dense_core())
+    assert dense.at("core_bytes", 9) == 10 * HB + 36 * HB - 2 * HB  # its own length's value
+    assert dense.at("core_bytes", 16) == 10 * HB + 64 * HB - 2 * HB
+    c = costs(segments=dense)
+    assert CostModel(**json.loads(json.dumps(c.to_dict()))) == c
+    with pytest.raises(ValueError, match="core_lengths is given but core_bytes is not"):
+        segments(core_lengths=(1, 2, 4, 8, 16))
+    with pytest.raises(ValueError, match=r"core_bytes has 3 entries; it needs one per length "
+                                         r"in core_lengths"):
+        segments(core_lengths=tuple(range(1, 17)), core_bytes=(1, 2, 3))
+    with pytest.raises(ValueError, match="must run from 1 to the longest length 16"):
+        segments(core_lengths=(1, 2, 3), core_bytes=(1, 2, 3))
+    with pytest.raises(ValueError, match="strictly increasing|must be"):
+        segments(core_lengths=(1, 3, 2, 16), core_bytes=(1, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"core_bytes\[8\] = 999999 exceeds working_bytes"):
+        d = _dense_core()
+        segments(core_lengths=d["core_lengths"],
+                 core_bytes=d["core_bytes"][:8] + (999999,) + d["core_bytes"][9:])
+
+
+@pytest.mark.parametrize("memory", ["45000B", "60000B", "90000B"])
+def test_a_dense_core_grid_never_costs_more_and_fits(memory):
+    """Lone-core bytes measured at every length (``core_lengths``) against the same bytes at
+    the timed lengths only (each the dense value at that length, as the probe measured before):
+    the chain plan is never predicted slower, its predicted peak is within the budget, and
+    every chain's own core bytes fit beside the states stored above it."""
+    from test_blocks import segments
+    T = 97
+    d = _dense_core()
+    dense = segments(**d)
+    timed = segments(core_bytes=tuple(int(dense.at("core_bytes", L)) for L in LENGTHS))
+    a = membptt.plan("hsm", T, memory, costs=costs(segments=dense), planner="chains")
+    b = membptt.plan("hsm", T, memory, costs=costs(segments=timed), planner="chains")
+    assert a.predicted_cost <= b.predicted_cost + 1e-9
+    assert a.predicted_peak_bytes <= a.budget.bytes
+    assert max(y - x + 1 for x, y in a.chains) <= 16
+    if memory != "90000B":  # there a 16-step chain fits either way
+        # chains between the timed lengths, charged their own bytes: strictly cheaper
+        assert a.predicted_cost < b.predicted_cost
+        assert {y - x + 1 for x, y in a.chains} - set(LENGTHS)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_dense_core_plan_measured_inside_budget():
+    """On probed costs (the dense core grid), a tight budget gives chains of lengths that were
+    never timed; the measured peak stays within the predicted one, and the same plan run in
+    float64 gives plain autograd's gradients."""
+    torch.manual_seed(0)
+    T, B = 64, 8
+    model = LSTMLanguageModel(16, 32, 16)
+    x, y = synthetic_task(T, B, 16, dense=True)
+    s0 = model.initial_state(B)
+    c = membptt.probe(model, s0, (x, y), repeats=1, segment_lengths=(1, 4, 16))
+    seg = c.segments
+    assert seg.core_lengths == tuple(range(1, 17))
+    b = int(seg.at("core_bytes", 10)) + 4 * c.hidden_bytes
+    p = membptt.plan("hsm", T, f"{b}B", costs=c, planner="chains")
+    assert {q - a + 1 for a, q in p.chains} - set(seg.lengths)  # chains off the timed lengths
+    model.zero_grad(set_to_none=True)
+    with LiveBytesTracker() as tr:
+        bptt(model, s0, (x, y), p).backward()
+    assert tr.peak_bytes <= p.predicted_peak_bytes <= p.budget.bytes
+    m64 = model.double()
+    s64 = tuple(t.double() for t in s0)
+    m64.zero_grad(set_to_none=True)
+    bptt(m64, s64, (x.double(), y), p).backward()
+    got = [q.grad.clone() for q in m64.parameters()]
+    m64.zero_grad(set_to_none=True)
+    plain_bptt(m64, s64, (x.double(), y))[0].backward()
+    for g, q in zip(got, m64.parameters()):
+        assert torch.allclose(g, q.grad, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("memory", ["30000B", "60000B"])
@@ -296,9 +379,15 @@ def test_probed_lone_core_is_at_most_the_linked_working_set_and_bounds_a_chain()
     s0 = model.initial_state(B)
     rep = measure_step(model, s0, (x, y), repeats=1, chain=4, segment_lengths=(1, 4, 16))
     seg = rep.costs.segments
-    assert seg.core_bytes is not None and len(seg.core_bytes) == len(seg.lengths)
-    assert all(0 < c <= w for c, w in zip(seg.core_bytes, seg.working_bytes))
-    assert any(c < w for c, w in zip(seg.core_bytes, seg.working_bytes))  # linking costs bytes
+    # the lone core is measured at every chain length up to the longest timed one (16 here)
+    assert seg.core_lengths == tuple(range(1, 17))
+    assert len(seg.core_bytes) == 16
+    assert all(0 < c <= seg.at("working_bytes", L)
+               for L, c in zip(seg.core_lengths, seg.core_bytes))
+    assert any(seg.at("core_bytes", L) < w for L, w in zip(seg.lengths, seg.working_bytes))
+    assert list(seg.core_bytes) == sorted(seg.core_bytes)  # non-decreasing in length
+    # between timed lengths a chain is charged its own core, not the next timed length's
+    assert seg.at("core_bytes", 9) < seg.at("core_bytes", 16)
     p = membptt.plan("hsm", T, "25%", costs=rep.costs, planner="chains")
     model.zero_grad(set_to_none=True)
     with LiveBytesTracker() as tr:

@@ -31,7 +31,9 @@ measured, no affine assumption): the forward and backward seconds of one with-gr
 ``L`` steps, the bytes a stored ``L``-step segment holds (and without its input state), the
 working set while an ``L``-step segment is the working core (after a stored one in its chain,
 or alone, whichever is larger: ``working_bytes``; alone: ``core_bytes``, what an HSM chain
-holds), and graph-free fused runs at several lengths. These go into
+holds, also at every length up to :data:`CORE_DENSE` steps and at lengths at most 10 % apart
+up to :data:`CORE_TOP`, :func:`core_lengths`: a chain may have any length and its bytes are
+priced at the next measured length up), and graph-free fused runs at several lengths. These go into
 ``CostModel.segments`` (a :class:`~membptt.planning.costs.SegmentCosts`), on which the planner
 plans blocks of fused steps.
 
@@ -78,6 +80,28 @@ SEGMENT_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 UNIFORM_KS = (4, 8, 16, 32, 64, 128)  # ceil(T / K) is measured too (default lengths only)
 UNIFORM_MIN_T = 128  # below it the powers of two are dense enough (and probes stay short)
 RUN_LENGTHS = (1, 4, 16, 64, 256, 1024)
+# a lone core's working set (the chain planner's only byte price) is measured on a denser
+# grid than call times: every length up to CORE_DENSE, then lengths at most CORE_RATIO apart
+# up to CORE_TOP (bytes between grid points are priced at the next one up, so a sparse grid
+# charges a 17-step chain a 32-step core's bytes); beyond, the timed lengths
+CORE_DENSE = 32
+CORE_RATIO = 1.1
+CORE_TOP = 128
+
+
+def core_lengths(lengths) -> tuple[int, ...]:
+    """The lengths a lone core's working set is measured at: ``lengths`` (the timed ones),
+    every length up to :data:`CORE_DENSE` and lengths at most :data:`CORE_RATIO` apart up to
+    :data:`CORE_TOP`, none above the longest timed length."""
+    top = max(lengths)
+    out = set(lengths) | set(range(1, min(CORE_DENSE, top) + 1))
+    L = CORE_DENSE
+    while True:
+        L = max(L + 1, math.floor(L * CORE_RATIO))
+        if L > min(CORE_TOP, top):
+            break
+        out.add(L)
+    return tuple(sorted(out))
 
 
 class ProtocolError(ValueError):
@@ -631,6 +655,8 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
         fwd = monotone([statistics.median(f[L]) for L in lengths])
         bwd = monotone([statistics.median(g[L]) for L in lengths])
         run_seconds = monotone([statistics.median(r[L]) for L in run_lengths])
+    grid = core_lengths(lengths) if sizes else ()
+    lone = {}
     for L in lengths:
         if sizes:
             with LiveBytesTracker() as mt:
@@ -645,7 +671,15 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
             stored.append(int(s))
             beta.append(int(max(b, 1)))
             working.append(int(max(w.values()) + extra))
-            core.append(int(w[1] + extra))
+            lone[L] = int(w[1] + extra)
+    for L in grid:  # the lone cores between the timed lengths (one call and its backward)
+        if L not in lone:
+            with LiveBytesTracker() as mt:
+                h = tuple(t.clone() for t in h1)
+                lone[L] = int(chain_working_bytes_by_count(ex, h, mt, (1,), segment=L)[1]
+                              + extra)
+                ex.reset()
+                del h
     run_transient = 0
     run_bytes = None
     if sizes:
@@ -655,8 +689,12 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
             if ex.chunked and times:
                 run_bytes = _call_transients(ex, h, mt, run_lengths)
             del h
-        working = [max(w, run_transient + extra) for w in working]
-        core = [max(c, run_transient + extra) for c in core]
+        # non-decreasing in length (a core of more steps holds no less; bytes between grid
+        # points are priced at the next point up, which is then never below a shorter one)
+        for L in grid:
+            core.append(max(lone[L], run_transient + extra, core[-1] if core else 0))
+        by_len = dict(zip(grid, core))
+        working = [max(w, run_transient + extra, by_len[L]) for L, w in zip(lengths, working)]
     return {
         "lengths": tuple(lengths),
         "forward": tuple(fwd) if times else None,
@@ -665,6 +703,7 @@ def _segments(ex, h1, lengths, repeats, sizes, times, extra, min_seconds=0.0):
         "beta_bytes": tuple(beta) if sizes else None,
         "working_bytes": tuple(working) if sizes else None,
         "core_bytes": tuple(core) if sizes else None,
+        "core_lengths": grid if sizes else None,
         "run_lengths": run_lengths if times else None,
         "run_seconds": tuple(run_seconds) if times else None,
         "run_bytes": run_bytes,

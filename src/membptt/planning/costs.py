@@ -99,7 +99,10 @@ class SegmentCosts:
       backpropagated by one call (as ISM/MSM block plans run their stored segments);
     * ``core_bytes[j]`` (optional, ``None`` when not measured): the same for a *lone* core,
       an ``L``-step segment backpropagated alone, as every chain of an HSM plan is
-      (:mod:`membptt.planning.chains`); never more than ``working_bytes[j]``;
+      (:mod:`membptt.planning.chains`); never more than ``working_bytes`` at that length;
+      one entry per length in ``core_lengths`` when given (a denser grid: a chain may have
+      any length, and the chain planner's only byte price is this one, so it is measured
+      where times are only interpolated), else one per length in ``lengths``;
     * ``run_lengths`` / ``run_seconds``: graph-free fused runs measured at these lengths;
     * ``run_bytes`` (optional, ``None`` when not measured): the peak transient of a graph-free
       run of each ``run_lengths`` length made as *one* fused call (beyond its input state).
@@ -122,11 +125,12 @@ class SegmentCosts:
     run_seconds: tuple[float, ...]
     core_bytes: tuple[int, ...] | None = None
     run_bytes: tuple[int, ...] | None = None
+    core_lengths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None and f.name in _OPTIONAL_BYTES + ("run_bytes",):
+            if v is None and f.name in _OPTIONAL_BYTES + ("run_bytes", "core_lengths"):
                 continue
             if isinstance(v, list):
                 object.__setattr__(self, f.name, v := tuple(v))
@@ -138,14 +142,22 @@ class SegmentCosts:
             raise ValueError("SegmentCosts.lengths must start at 1 (the stepped call), got "
                              f"{self.lengths!r}")
         _lengths("SegmentCosts", "run_lengths", self.run_lengths)
-        n = len(self.lengths)
+        if self.core_lengths is not None:
+            _lengths("SegmentCosts", "core_lengths", self.core_lengths)
+            if self.core_bytes is None:
+                raise ValueError("SegmentCosts.core_lengths is given but core_bytes is not: "
+                                 "core_lengths are the lengths core_bytes was measured at")
+            if self.core_lengths[0] != 1 or self.core_lengths[-1] != self.lengths[-1]:
+                raise ValueError("SegmentCosts.core_lengths must run from 1 to the longest "
+                                 f"length {self.lengths[-1]}, got {self.core_lengths!r}")
         for name in _SEGMENT_TIMES + _SEGMENT_BYTES + _OPTIONAL_BYTES:
             v = getattr(self, name)
             if v is None:
                 continue
-            if len(v) != n:
+            grid, gname = self._grid(name)
+            if len(v) != len(grid):
                 raise ValueError(f"SegmentCosts.{name} has {len(v)} entries; it needs one per "
-                                 f"length in lengths={self.lengths!r} ({n})")
+                                 f"length in {gname}={grid!r} ({len(grid)})")
             for x in v:
                 _positive_number("SegmentCosts", name, x)
                 if name in _SEGMENT_BYTES + _OPTIONAL_BYTES and not isinstance(x, int):
@@ -169,18 +181,28 @@ class SegmentCosts:
         self._not_above("beta_bytes", "stored_bytes",
                         "without its input state a segment is not larger")
 
+    def _grid(self, name: str) -> tuple[tuple[int, ...], str]:
+        """The lengths ``name`` is measured at, and their field's name."""
+        if name == "core_bytes" and self.core_lengths is not None:
+            return self.core_lengths, "core_lengths"
+        return self.lengths, "lengths"
+
     def _not_above(self, small: str, big: str, why: str) -> None:
-        """Refuse a length where ``small`` exceeds ``big``, naming both values and ``why``."""
-        for j, (a, b) in enumerate(zip(getattr(self, small), getattr(self, big))):
+        """Refuse a length where ``small`` exceeds ``big`` (at that length, :meth:`at`),
+        naming both values and ``why``."""
+        grid, _ = self._grid(small)
+        for j, (L, a) in enumerate(zip(grid, getattr(self, small))):
+            b = self.at(big, L)
             if a > b:
-                raise ValueError(f"SegmentCosts.{small}[{j}] = {a} exceeds {big}[{j}] = {b} "
-                                 f"(length {self.lengths[j]}): {why}")
+                raise ValueError(f"SegmentCosts.{small}[{j}] = {a} exceeds {big} = {b:.0f} "
+                                 f"at length {L}: {why}")
 
     def at(self, name: str, length: float) -> float:
         """``name`` (forward, backward, stored_bytes, beta_bytes, working_bytes, core_bytes)
         at ``length`` steps: times interpolated between the measured lengths, bytes taken at
-        the next measured length (:func:`upper`); ``core_bytes`` falls back to
-        ``working_bytes`` when it was not measured (an upper bound)."""
+        the next measured length (:func:`upper`; ``core_bytes`` on ``core_lengths`` when
+        given); ``core_bytes`` falls back to ``working_bytes`` when it was not measured (an
+        upper bound)."""
         valid = _SEGMENT_TIMES + _SEGMENT_BYTES + _OPTIONAL_BYTES
         if name not in valid:
             raise ValueError(f"unknown segment quantity {name!r}; valid: " + ", ".join(valid))
@@ -188,7 +210,7 @@ class SegmentCosts:
             name = "working_bytes"
         if name in _SEGMENT_TIMES:
             return interpolate(self.lengths, getattr(self, name), length)
-        return upper(self.lengths, getattr(self, name), length)
+        return upper(self._grid(name)[0], getattr(self, name), length)
 
     def run(self, length: int) -> float:
         """Seconds of one graph-free fused run of ``length`` steps (0 for ``length <= 0``)."""
