@@ -158,14 +158,6 @@ def membptt_method(m: CharLM, T: int, B: int, plan, scale: float):
     return step, s0, fn
 
 
-def shape(plan) -> str:
-    """What the planner built: blocks of k steps, or chains of a..b steps."""
-    if plan.chains:
-        lens = [b - a + 1 for a, b in plan.chains]
-        return f"{len(lens)} chains of {min(lens)}-{max(lens)} steps"
-    return f"blocks of {plan.block}" if plan.block else "single steps"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seq-len", type=int, default=200)
@@ -301,7 +293,7 @@ def main(argv=None) -> int:
         fastest = min((f"ckpt {K}", f"ckpt-nr {K}"), key=lambda p: med[p])
         ratio = per_round(mp, fastest)
         inside = peaks[mp] <= peaks[f"ckpt {K}"]
-        pr(f"  K={K}: plan {plan.planner} ({shape(plan)}), predicted "
+        pr(f"  K={K}: plan {plan.planner} ({plan.shape}), predicted "
            f"{plan.predicted_cost:.4g} s, budget {budget} B; against the faster checkpoint "
            f"({fastest}) {ratio:.3f}: {'MET' if ratio <= 1.0 else 'NOT MET'} (target <= 1.00), "
            f"peak {'inside' if inside else 'ABOVE'} ckpt {K}'s")
@@ -319,7 +311,7 @@ def main(argv=None) -> int:
             params = ""
             if n in plans:
                 plan, budget = plans[n]
-                params = (f"planner={plan.planner} shape={shape(plan).replace(' ', '_')} "
+                params = (f"planner={plan.planner} shape={plan.shape.replace(' ', '_')} "
                           f"budget_bytes={budget} "
                           f"predicted_s={plan.predicted_cost:.6g}")
             w.writerow([n, T, B, args.embed, args.hidden, args.threads, args.rounds,

@@ -42,13 +42,6 @@ def timed_only(costs):
     return costs.with_(segments=dataclasses.replace(seg, core_bytes=core, core_lengths=None))
 
 
-def shape(plan) -> str:
-    if plan.chains:
-        lens = [b - a + 1 for a, b in plan.chains]
-        return f"{len(lens)} chains of {min(lens)}-{max(lens)}"
-    return f"blocks of {plan.block}" if plan.block else "steps"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seq-len", type=int, default=1000)
@@ -104,12 +97,12 @@ def main(argv=None) -> int:
              f"torch {torch.__version__}; probe {probe_s:.1f} s, core lengths "
              f"{len(costs.segments.core_lengths)} (timed lengths {len(costs.segments.lengths)}); "
              f"{args.rounds} rounds",
-             f"{'budget':>12} {'core bytes':>10} {'plan':>26} {'pred s':>8} {'pred MiB':>9} "
+             f"{'budget':>12} {'core bytes':>10} {'plan':>34} {'pred s':>8} {'pred MiB':>9} "
              f"{'peak MiB':>9} {'budget MiB':>10} {'median s':>9}"]
     for b in budgets:
         for tag in variants:
             p = plans[(b, tag)]
-            lines.append(f"{b:>12} {tag:>10} {p.planner + ': ' + shape(p):>26} "
+            lines.append(f"{b:>12} {tag:>10} {p.planner + ': ' + p.shape:>34} "
                          f"{p.predicted_cost:8.4f} {p.predicted_peak_bytes / 2**20:9.3f} "
                          f"{peaks[(b, tag)] / 2**20:9.3f} {p.budget.bytes / 2**20:10.3f} "
                          f"{statistics.median(samples[(b, tag)]):9.4f}")

@@ -431,3 +431,14 @@ def test_cuda_chain_plans_equal_plain_autograd(kind):
     assert all(g.is_cuda for g in got)
     assert err <= 1e-10
     assert st.segment_calls == sum(1 for a, b in p.chains if b > a) > 0
+
+
+def test_plan_shape_says_what_the_planner_built():
+    chains = membptt.plan("hsm", 97, "60000B", costs=costs(), planner="chains")
+    lens = [b - a + 1 for a, b in chains.chains]
+    assert chains.shape == f"{len(lens)} chains of {min(lens)}-{max(lens)} steps"
+    assert chains.shape in str(chains)
+    blocks = membptt.plan("hsm", 97, "60000B", costs=costs(), planner="blocks", block=8)
+    assert blocks.shape == "blocks of 8" and "blocks of 8" in str(blocks)
+    steps = membptt.plan("hsm", 97, memory=20)
+    assert steps.shape == "single steps" and "steps)" not in str(steps)

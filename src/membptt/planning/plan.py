@@ -145,12 +145,18 @@ class Plan:
             d["ops"] = self.ops_text()
         return d
 
-    def __str__(self) -> str:
-        mem = "" if self.budget is None else f", budget {self.budget.units} units"
-        how = {"blocks": f", blocks of {self.block}", "steps": ""}.get(self.planner, "")
+    @property
+    def shape(self) -> str:
+        """What the planner built, in words: ``"blocks of 16"``, ``"69 chains of 11-18
+        steps"`` or ``"single steps"``."""
         if self.chains:
             lens = [b - a + 1 for a, b in self.chains]
-            how = f", {len(lens)} chains of {min(lens)}-{max(lens)} steps"
+            return f"{len(lens)} chains of {min(lens)}-{max(lens)} steps"
+        return f"blocks of {self.block}" if self.planner == "blocks" else "single steps"
+
+    def __str__(self) -> str:
+        mem = "" if self.budget is None else f", budget {self.budget.units} units"
+        how = "" if self.planner == "steps" and not self.chains else f", {self.shape}"
         return (f"Plan({self.strategy}, T={self.seq_len}{mem}: {self.forward_ops} forwards, "
                 f"{self.backward_ops} backwards, peak {self.peak_memory} units"
                 + (f" / {self.peak_bytes} B" if self.peak_bytes is not None else "") + how + ")")
