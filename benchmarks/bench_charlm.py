@@ -82,11 +82,17 @@ class CharLM(nn.Module):
         self.head = nn.Linear(hidden, VOCAB)
 
 
+def scaled_sum_loss(scale: float):
+    """The mean cross-entropy per character written as a scaled *sum* over steps (what
+    ``FusedRNNStep`` needs); every method uses this one."""
+    def loss_fn(logits, targets):
+        return F.cross_entropy(logits, targets, reduction="sum") * scale
+    return loss_fn
+
+
 def make_methods(model: CharLM, T: int, B: int, ks, scale: float):
     """``{name: (model, fn(tokens, targets) -> loss)}``; ``fn`` runs forward and backward."""
-
-    def loss_fn(logits, targets):  # a sum over steps (scaled): what FusedRNNStep needs
-        return F.cross_entropy(logits, targets, reduction="sum") * scale
+    loss_fn = scaled_sum_loss(scale)
 
     def fused(m):
         def fn(x, y):
@@ -144,18 +150,16 @@ def make_methods(model: CharLM, T: int, B: int, ks, scale: float):
     return out
 
 
-def membptt_method(m: CharLM, T: int, B: int, plan, scale: float):
-    def loss_fn(logits, targets):
-        return F.cross_entropy(logits, targets, reduction="sum") * scale
-
-    step = FusedRNNStep(m.lstm, m.head, loss_fn)
+def membptt_method(m: CharLM, B: int, plan, scale: float):
+    """``fn(tokens, targets)``: ``membptt.bptt`` of the model's LSTM and head under ``plan``."""
+    step = FusedRNNStep(m.lstm, m.head, scaled_sum_loss(scale))
     s0 = step.initial_state(B)
 
     def fn(x, y):
         loss = membptt.bptt(step, s0, (m.emb(x), y), plan)
         loss.backward()
         return loss
-    return step, s0, fn
+    return fn
 
 
 def main(argv=None) -> int:
@@ -219,7 +223,7 @@ def main(argv=None) -> int:
         budget = peaks[f"ckpt {K}"] - 2 * xe_bytes
         plan = membptt.plan("msm", T, memory=f"{budget}B", costs=costs)
         m = copy.deepcopy(model)
-        _, _, fn = membptt_method(m, T, B, plan, scale)
+        fn = membptt_method(m, B, plan, scale)
         methods[f"membptt @{K}"] = (m, fn)
         plans[f"membptt @{K}"] = (plan, budget)
         peaks[f"membptt @{K}"] = peak(m, fn, x0, y0)
