@@ -37,7 +37,8 @@ from .planning import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"bptt": "execution", "probe": "execution", "models": None, "wrap": "execution", "scan": "execution"}
+_LAZY = {"bptt": "execution", "probe": "execution", "models": None, "wrap": "execution", "scan": "execution",
+         "tune": "execution"}
 
 
 def __getattr__(name):  # torch-dependent parts load on first use
@@ -59,4 +60,5 @@ __all__ = [
     "Drop",
     "Forward", "MinimumBudget", "Plan", "PlanError", "PlanTooLarge", "SegmentCosts", "SimResult",
     "bptt", "min_memory", "paper_trace", "plan", "probe", "register", "simulate", "models", "wrap", "scan",
+    "tune",
 ]

@@ -455,14 +455,14 @@ class PlanMethod(Method):
         """Options of the spec: memory (not for full-plan), alpha, beta, block (-measured
         methods only); alpha/beta finite numbers >= 1 with beta <= alpha (as ``membptt.plan``
         rounds them up), a block ``membptt.plan`` takes for this strategy."""
-        for key in ("planner", "block"):
+        for key in ("planner", "block", "tune"):
             if key in own and not cls.measured:
                 raise ValueError(f"option {key}={own[key]!r}: fused planners price calls by "
                                  f"their measured costs; use {cls.strategy}-measured")
         if "memory" in own and cls.ignores_budget:
             raise ValueError(f"option memory={own['memory']!r} is not used by method "
                              f"{cls.name!r} (it stores every state; it takes alpha, beta)")
-        accepts = cls.accepts + (("planner", "block") if cls.measured else ())
+        accepts = cls.accepts + (("planner", "block", "tune") if cls.measured else ())
         unused = [k for k in own if k not in accepts]
         if unused:
             raise ValueError(f"option {unused[0]}={own[unused[0]]!r} is not used by method "
@@ -503,6 +503,9 @@ class PlanMethod(Method):
             costs = costs.with_(run_fixed=0.0, run_per_step=1.0, forward_graph=1.0, backward=2.0,
                                 segments=None)
         memory = None if self.ignores_budget else self.options.get("memory")
+        if self.options.get("tune") and not self.measured:
+            raise ValueError("option tune=1: membptt.tune times fused plans priced by their "
+                             f"measured costs; use {self.strategy}-measured")
         for key in ("planner", "block"):  # the planner's choice, or an expert's
             if self.options.get(key) is not None:
                 if not self.measured:
@@ -511,8 +514,12 @@ class PlanMethod(Method):
                                      f"{self.strategy}-measured")
                 kw[key] = self.options[key]
         try:
-            self.plan = membptt.plan(self.strategy, self.w.config.seq_len, memory,
-                                     costs=costs, **kw)
+            if self.options.get("tune"):  # timed among candidates (membptt.tune)
+                self.plan = membptt.tune(self.w.step_fn, self.w.state0, self.w.inputs,
+                                         self.strategy, memory, costs=costs, **kw)
+            else:
+                self.plan = membptt.plan(self.strategy, self.w.config.seq_len, memory,
+                                         costs=costs, **kw)
         except (membptt.BudgetTooSmall, membptt.PlanTooLarge) as e:  # a point off-limits
             raise Infeasible(str(e)) from e
         # the same plan priced by the probed (measured) costs as it runs: predicted seconds
@@ -559,6 +566,16 @@ class PlanMethod(Method):
         cap = getattr(getattr(p, "prediction", None), "run_cap", None)
         if cap is not None:  # the longest graph-free fused call the plan makes
             info["run_cap"] = cap
+        tuned = p.info.get("tune")
+        if tuned:  # membptt.tune: what it timed and kept (short form, no spaces)
+            rows = tuned["candidates"]
+            short = {r["label"]: f"{r['strategy']}/{r['planner']}"
+                     + (f"/{r['block']}" if r["block"] else "") for r in rows}
+            info["tune_picked"] = short[tuned["picked"]]
+            info["tune_choice"] = short[tuned["planner_choice"]]
+            info["tune_ratio"] = round(next(r["ratio"] for r in rows if r["picked"]), 4)
+            info["tune_candidates"] = len(rows)
+            info["tune_s"] = round(tuned["seconds"], 2)
         if info:
             d["params"] = " ".join(f"{k}={v}" for k, v in sorted(info.items()))
         return d
@@ -601,7 +618,7 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-OPTION_KEYS = ("memory", "alpha", "beta", "segments", "planner", "block")
+OPTION_KEYS = ("memory", "alpha", "beta", "segments", "planner", "block", "tune")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
@@ -638,6 +655,10 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
                 options[key] = int(value)
                 if options[key] < 1:
                     raise ValueError
+            elif key == "tune":
+                if value not in ("0", "1"):
+                    raise ValueError
+                options[key] = value == "1"
             else:
                 options[key] = (int(value) if key == "segments" else
                                 float(value) if key in ("alpha", "beta") else value)
@@ -645,7 +666,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             kind = ("an integer" if key == "segments" else
                     "an integer block length >= 1" if key == "block" else
                     "one of " + ", ".join(PLANNER_CHOICES) if key == "planner"
-                    else "a number")
+                    else "0 or 1" if key == "tune" else "a number")
             raise ValueError(f"option {key} in method spec {spec!r} must be {kind}, got "
                              f"{value!r}") from None
     return name, options

@@ -14,11 +14,11 @@ Layout (each module imports only modules above it; ``tests/test_planning_layout.
     strategies  the registry: each strategy and the planners that apply to it
     problem     what a planner is asked (Problem, MinimumBudget)
     steps, blocks, chains   the three planners
-    api         plan(), min_memory(): the front door
+    api         plan(), plans(), min_memory(): the front door
 """
 
 from . import dp, limits
-from .api import PLANNER_CHOICES, min_memory, plan
+from .api import PLANNER_CHOICES, min_memory, plan, plans
 from .budget import Budget
 from .costs import UNIT_COSTS, CostModel, SegmentCosts
 from .errors import BudgetTooSmall, PlanError, PlanTooLarge
@@ -33,6 +33,6 @@ __all__ = [
     "Backward", "BlockPlan", "Budget", "BudgetTooSmall", "ChainPlan", "CostModel", "Drop", "Forward",
     "MinimumBudget", "PLANNERS", "PLANNER_CHOICES", "Plan", "PlanError", "PlanTooLarge",
     "Prediction", "Prices", "Request", "STRATEGIES", "SegmentCosts", "SimResult", "UNIT_COSTS",
-    "dp", "format_ops", "limits", "min_memory", "paper_trace", "parse_ops", "plan", "predict",
+    "dp", "format_ops", "limits", "min_memory", "paper_trace", "parse_ops", "plan", "plans", "predict",
     "register", "simulate", "simulate_ops",
 ]

@@ -180,6 +180,19 @@ def plan(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", blo
     Raises ValueError naming the bad value and what is valid; :class:`BudgetTooSmall` (a
     ValueError) for a budget below the minimum, naming it.
     """
+    return plans(strategy, seq_len, memory, planner=planner, block=block, alpha=alpha,
+                 beta=beta, costs=costs, percent_of=percent_of, max_table_bytes=max_table_bytes,
+                 max_ops=max_ops, max_dp_work=max_dp_work, **options)[0]
+
+
+def plans(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", block=None,
+          alpha=None, beta=None, costs: CostModel | None = None, percent_of: str = "stepped",
+          max_table_bytes: int | None = None, max_ops: int | None = None,
+          max_dp_work: int | None = None, **options) -> list[Plan]:
+    """Every planner's plan, least predicted time first: ``plans(...)[0]`` is
+    :func:`plan`'s answer (same arguments, same errors; each plan's ``info["planners"]`` lists
+    every planner tried). ``membptt.tune`` times these against each other.
+    """
     pb = _problem(strategy, seq_len, alpha=alpha, beta=beta, costs=costs, options=options,
                   block=block, max_table_bytes=max_table_bytes, max_ops=max_ops,
                   max_dp_work=max_dp_work)
@@ -211,10 +224,10 @@ def plan(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", blo
                 raise
             p = _MODULES["blocks"].plan(pb)
             p.info["planners"] = [{"planner": "steps", "refused": str(e)}, _row(p)]
-            return p
+            return [p]
         p.info["planners"] = [_row(p)]
-        return p
-    plans, rows, errors, unusable = [], [], [], []
+        return [p]
+    found, rows, errors, unusable = [], [], [], []
     for name in names:
         if name == "chains" and (req is None or req.nbytes is None):
             rows.append({"planner": name, "skipped": "needs a budget in bytes or a percentage"})
@@ -229,9 +242,9 @@ def plan(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", blo
             unusable.append(e)
             rows.append({"planner": name, "skipped": str(e)})
             continue
-        plans.append(p)
+        found.append(p)
         rows.append(_row(p))
-    if not plans:
+    if not found:
         if not errors and unusable:
             raise unusable[-1]
         too_large = [e for e in errors if isinstance(e, PlanTooLarge)]
@@ -243,10 +256,11 @@ def plan(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", blo
                         minimum_units=m.units,
                         minimum_bytes=m.bytes if req.nbytes is not None else None,
                         what=f", tried {', '.join(names)}")
-    best = min(plans, key=lambda p: (p.predicted_cost, p.predicted_peak_bytes or 0,
-                                     PLANNERS.index(p.planner)))
-    best.info["planners"] = rows
-    return best
+    found.sort(key=lambda p: (p.predicted_cost, p.predicted_peak_bytes or 0,
+                              PLANNERS.index(p.planner)))
+    for p in found:
+        p.info["planners"] = rows
+    return found
 
 
 def _row(p: Plan) -> dict:
