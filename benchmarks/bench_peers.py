@@ -13,7 +13,14 @@ classes, batch 64, float32):
   block length chosen by the planner) at budgets of ``--budgets`` percent of stepped BPTT's
   bytes, at each front point's measured peak (``memory=peak(...)``) and at half the front's
   smallest measured peak (below the front); ``--membptt msm-measured,hsm-measured:planner=chains``
-  adds chain planning (:mod:`membptt.planning.chains`) at the same budgets, in the same group.
+  adds chain planning (:mod:`membptt.planning.chains`) at the same budgets, in the same group,
+  and ``--membptt msm-measured,msm-measured:tune=1`` the same plans timed among candidates
+  (``membptt.tune``).
+
+Interleaving cancels machine drift but shares the allocator's history between methods: on a
+CPU with glibc's defaults a plan's time then depends on what ran before it, and
+``benchmarks/bench_steady.py`` (each method in its own process, as a training loop runs it)
+can rank plans differently (``docs/executor-speed.md``).
 
 Then it checks the issue's four claims from the in-group numbers, prints a table (medians,
 ratios of medians, medians of per-round ratios, measured peaks), writes the rows as a CSV and
@@ -241,12 +248,13 @@ def plot(csv_path: Path, png: Path) -> None:
         "ckpt over stepped cells, K=32": lambda r: r["method"].startswith("torch-checkpoint")
         and "fused" not in r["method"],
         "membptt MSM, fused blocks (planned)": lambda r: r["method"] == "msm-measured"
-        and r.get("block") != "chains",
+        and r.get("block") != "chains" and "tune=1" not in r["label"],
+        "membptt MSM, timed among candidates (tune=1)": lambda r: "tune=1" in r["label"],
         "membptt HSM, fused chains (planned)": lambda r: r.get("block") == "chains",
         "plain BPTT (stepped)": lambda r: r["method"] == "full",
         "full BPTT, fused nn.LSTM": lambda r: r["method"] == "full-fused",
     }
-    for (label, pick), marker in zip(series.items(), "os^DP*v"):
+    for (label, pick), marker in zip(series.items(), "os^DXP*v"):
         pts = sorted((float(r["peak_bytes"]) / 2**20, float(r["ratio_median"]))
                      for r in rows if pick(r))
         if pts:
