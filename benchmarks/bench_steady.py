@@ -5,10 +5,10 @@ slow spell of the machine hits all alike. On a CPU with glibc's allocator that p
 cost: a method's time depends on what the process ran before it. glibc serves large blocks
 with ``mmap`` and trims its heap as blocks are freed (thresholds that move with the history),
 so whether a call's tensors land on pages already mapped or page-fault fresh ones depends on
-which methods ran before. In an interleaved group, ``torch.utils.checkpoint`` at K = 16 and
-membptt on blocks of 63 steps took 1.32 / 1.29 s per iteration at the paper's sizes; each in
-its own loop, 1.51-1.57 / 1.49-1.57 s (``docs/executor-speed.md``). A training loop runs one
-method over and over, so this benchmark measures that:
+which methods ran before. At the paper's sizes and K = 16's peak, HSM on blocks of 32 steps
+ran 1.040x ``torch.utils.checkpoint`` in an interleaved group and 0.899x with each method in
+its own process (``docs/executor-speed.md``). A training loop runs one method over and over,
+so this benchmark measures that:
 
 * one child process per method and round: it builds the workload, prepares the method, runs
   ``--warmup`` iterations untimed and ``--iters`` timed (median), then measures one
@@ -19,8 +19,9 @@ method over and over, so this benchmark measures that:
 * membptt plans from one probe (taken once, in a child, saved as JSON), so every round runs
   the same plans: ``membptt`` is ``membptt.plan`` at the checkpoint's measured peak, ``tuned``
   is ``membptt.tune`` at that peak (it times its candidates in the child, as a user's process
-  would), ``own`` is HSM on blocks of exactly ``ceil(T / K)`` steps (the checkpoint's schedule)
-  with memory to spare.
+  would; its timed loop then runs after the candidates' iterations, so its process has that
+  history too), ``own`` is HSM on blocks of exactly ``ceil(T / K)`` steps (the checkpoint's
+  schedule) with memory to spare.
 
 ::
 
@@ -171,6 +172,12 @@ def main(argv=None) -> int:
     for name in ("rounds", "iters"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+    from membptt.measure.results import check_output_path
+
+    try:  # before a run of many minutes, not after it
+        check_output_path(args.out)
+    except ValueError as e:
+        raise SystemExit(f"--out: {e}") from None
     wc = dict(model="lstm", dtype="float32", **preset)
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,7 +50,7 @@ def test_candidates_fit_the_budget_and_include_the_checkpoint_schedule(memory):
         k = -(-T // K)
         try:
             ref = membptt.plan("hsm", T, memory, costs=c, block=k)
-        except membptt.BudgetTooSmall:
+        except (membptt.BudgetTooSmall, membptt.PlanTooLarge):
             continue
         assert any(p.planner == "blocks" and p.block == k and p.ops == ref.ops
                    for _, p in cands), (K, [lab for lab, _ in cands])
@@ -135,6 +135,69 @@ def test_tune_leaves_no_trace_and_its_plan_gives_plain_gradients():
     bptt(model, s0, inputs, p).backward()
     for q, r in zip(params, ref):
         assert torch.allclose(q.grad, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_tune_sends_nothing_upstream_and_handles_a_plain_callable_step():
+    """Inputs computed by the caller's graph (an input projection that requires grad) and a
+    step that is a closure over a module, not a module: tuning runs on detached copies, so
+    nothing reaches the projection's weights, and the closure's parameters (found by walking
+    the step's graph) get their .grad back."""
+    model, s0, (x, y) = _model()
+    proj = torch.nn.Linear(5, 5).double()
+    xin = proj(x)  # non-leaf, requires grad
+    assert xin.requires_grad and not xin.is_leaf
+
+    def step(state, xt):
+        return model(state, xt)
+
+    marker = [torch.full_like(q, 3.0) for q in model.parameters()]
+    for q, g in zip(model.parameters(), marker):
+        q.grad = g
+    p = membptt.tune(step, s0, (xin, y), "msm", "60000B", costs=fused_costs(), rounds=2,
+                     min_seconds=0)
+    assert proj.weight.grad is None and proj.bias.grad is None
+    assert all(q.grad is g for q, g in zip(model.parameters(), marker))
+    assert all(float(q.grad.unique()) == 3.0 for q in model.parameters())
+    assert len(p.info["tune"]["candidates"]) >= 2
+    # the caller's own iteration with the tuned plan still backpropagates into the projection
+    model.zero_grad(set_to_none=True)
+    bptt(step, s0, (xin, y), p).backward()
+    assert proj.weight.grad is not None and torch.isfinite(proj.weight.grad).all()
+
+
+def test_tune_puts_grads_and_rng_back_when_an_iteration_raises(monkeypatch):
+    model, s0, inputs = _model()
+    params = list(model.parameters())
+    params[0].grad = torch.ones_like(params[0])
+    kept = params[0].grad
+    rng = torch.get_rng_state()
+    calls = [0]
+    real = tune_mod.bptt
+
+    def flaky(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            torch.rand(5)  # moves the RNG, as a dropout step would
+            raise RuntimeError("boom in iteration 3")
+        return real(*a, **k)
+
+    monkeypatch.setattr(tune_mod, "bptt", flaky)
+    with pytest.raises(RuntimeError, match="boom in iteration 3"):
+        membptt.tune(model, s0, inputs, "msm", "60000B", costs=fused_costs(), rounds=2,
+                     min_seconds=0)
+    assert params[0].grad is kept and float(kept.unique()) == 1.0
+    assert all(q.grad is None for q in params[1:])
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_pinned_planner_or_block_times_nothing_else():
+    model, s0, inputs = _model()
+    for kw in (dict(planner="chains"), dict(block=8)):
+        cands = candidates("msm", T, "60000B", costs=fused_costs(), **kw)
+        assert len(cands) == 1, (kw, [lab for lab, _ in cands])
+        p = membptt.tune(model, s0, inputs, "msm", "60000B", costs=fused_costs(), **kw)
+        assert p.info["tune"]["rounds"] == 0 and p.info["tune"]["candidates"][0]["picked"]
 
 
 def test_tune_keeps_what_is_measured_faster(monkeypatch):

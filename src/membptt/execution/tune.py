@@ -23,9 +23,9 @@ predicted plan, so a quiet machine gives the same plan twice). The candidates
 * the planner's choice (``membptt.plan`` with ``planner="auto"``, least predicted time);
 * the best plan of every other planner that applies (``steps``, ``blocks``, ``chains``,
   :func:`membptt.planning.plans`);
-* for ``hsm`` and ``msm`` on fused segments with a byte or percentage budget, the checkpoint's
-  own schedules that fit: HSM on blocks of ``ceil(T / K)`` steps for the ``peers`` smallest
-  ``K`` in :data:`~membptt.execution.probe.UNIFORM_KS` whose plan fits (what a
+* with ``planner="auto"``, for ``hsm`` and ``msm`` on fused segments with a byte or percentage
+  budget, the checkpoint's own schedules that fit: HSM on blocks of ``ceil(T / K)`` steps for
+  the ``peers`` smallest ``K`` in :data:`~membptt.execution.probe.UNIFORM_KS` whose plan fits (what a
   ``torch.utils.checkpoint`` user with this memory would run; the executor runs it at or below
   the checkpoint's time, ``benchmarks/bench_peers.py``'s ``own K`` rows).
 
@@ -34,8 +34,9 @@ left out (no pricing error measured so far comes near that), and so is a duplica
 
 Every candidate is an exact plan of the strategy's family within the budget (HSM plans are MSM
 plans that store no internal state), so the gradients are plain BPTT's whichever is picked.
-The timing has no side effect: parameters' and inputs' ``.grad`` are put back as they were
-and the global RNG state is restored. The returned plan says what was measured in
+The timing has no side effect: it runs on detached copies of ``state0`` and ``inputs`` (no
+gradient reaches the caller's graph upstream of them), the parameters' ``.grad`` are put back
+as they were (also when an iteration raises) and the global RNG state is restored. The returned plan says what was measured in
 ``plan.info["tune"]``.
 """
 
@@ -46,11 +47,20 @@ import statistics
 import time
 
 import torch
+from torch.utils._pytree import tree_map
 
 from ..planning import BudgetTooSmall, PlanTooLarge
 from ..planning import plan as make_plan
 from ..planning import plans as make_plans
-from .executor import Executor, bptt, graph_params, module_params, rng_restore, rng_snapshot
+from .executor import (
+    Executor,
+    _as_tensors,
+    bptt,
+    graph_params,
+    module_params,
+    rng_restore,
+    rng_snapshot,
+)
 from .probe import MIN_SECONDS, UNIFORM_KS, probe
 
 __all__ = ["tune", "candidates", "pick", "TUNE_MARGIN", "TUNE_PEERS", "TUNE_PRUNE"]
@@ -99,23 +109,22 @@ def candidates(strategy: str, seq_len: int, memory, *, costs, planner: str = "au
         add(p)
     budget = best.budget
     sized = budget is not None and budget.bytes is not None
-    if (strategy in ("hsm", "msm") and costs is not None and costs.segments is not None
-            and sized and peers and plan_kw.get("block") is None):
-        kw = {k: v for k, v in plan_kw.items() if k not in ("block",)}
-        found = 0
+    if (strategy in ("hsm", "msm") and planner == "auto" and plan_kw.get("block") is None
+            and costs is not None and costs.segments is not None and sized and peers):
+        fitted = 0
         seen = set()
         for K in sorted(UNIFORM_KS):
             k = -(-seq_len // K)
-            if k in seen or k < 1 or K > seq_len:
+            if k in seen or K > seq_len:
                 continue
             seen.add(k)
             try:
-                p = make_plan("hsm", seq_len, memory, costs=costs, block=k, **kw)
+                p = make_plan("hsm", seq_len, memory, costs=costs, block=k, **plan_kw)
             except (BudgetTooSmall, PlanTooLarge):
                 continue
             add(p, peer=K)
-            found += 1
-            if found >= peers:
+            fitted += 1
+            if fitted >= peers:
                 break
     return out
 
@@ -137,29 +146,36 @@ def pick(times: dict, margin: float = TUNE_MARGIN) -> tuple[int, dict]:
     return (win if ratios[win] < 1 - margin else 0), ratios
 
 
-def _grad_leaves(step, state0, inputs) -> list:
-    """Every tensor whose ``.grad`` an iteration touches: the step's parameters (an
-    ``nn.Module``'s, or the leaves found by walking one step's graph) and the leaves of
-    ``state0`` and ``inputs`` that require grad."""
+def _detached(tree):
+    """``tree`` with every tensor detached (``requires_grad`` kept): tuning iterations send no
+    gradient into the caller's graph upstream of ``state0`` / ``inputs``."""
+    return tree_map(lambda t: t.detach().requires_grad_(t.requires_grad)
+                    if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
+
+
+def _params(step, state0, inputs) -> tuple[list, list]:
+    """``(tensors whose .grad an iteration touches, CUDA devices)``: the step's parameters
+    (an ``nn.Module``'s and every leaf requiring grad found by walking one step's graph, so
+    tensors it closes over count too) and the devices of the state, inputs and parameters."""
     ex = Executor(step, state0, inputs, fused=False, segments=False, preserve_rng_state=False)
-    found = list(module_params(step) or ())
-    if not found:
-        rng = rng_snapshot(ex.cuda_devices)
-        try:
-            with torch.enable_grad():
-                rec = ex.graph(ex.start(), 1)
-                found = graph_params([rec.loss, *rec.out], limit=math.inf)
-                del rec
-        finally:
-            ex.reset()
-            rng_restore(rng, ex.cuda_devices)
-    found += [t for t in (*ex.state0, *ex.inputs) if t.requires_grad and t.is_leaf]
+    rng = rng_snapshot(ex.cuda_devices)
+    try:
+        with torch.enable_grad():
+            rec = ex.graph(ex.start(), 1)
+            walked = graph_params([rec.loss, *rec.out], limit=math.inf)
+            del rec
+    finally:
+        ex.reset()
+        rng_restore(rng, ex.cuda_devices)
     seen, out = set(), []
-    for t in found:
+    for t in (*(module_params(step) or ()), *walked):
+        # (the walk also finds the executor's leaf copies of the state and input slices of
+        # that one step: harmless, their .grad is set to None and back)
         if id(t) not in seen:
             seen.add(id(t))
             out.append(t)
-    return out
+    devs = set(ex.cuda_devices) | {t.device for t in out if t.device.type == "cuda"}
+    return out, sorted(devs, key=str)
 
 
 def _check_int(name, value, minimum):
@@ -177,15 +193,16 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     one (``membptt.bptt(step, state0, inputs, p).backward()``): one untimed warm-up each
     (a candidate more than 30 % slower than the fastest warm-up stops there), then at least
     ``rounds`` rounds, round-robin in a rotating order, and more until
-    ``min_seconds`` have passed (default the probe's, 1 s; at most 50 rounds); after each
-    round a candidate more than 15 % slower than the fastest so far sits out the rest. The
+    ``min_seconds`` have passed (default the probe's, 1 s; those extra rounds stop at 50);
+    after each round a candidate more than 15 % slower than the fastest so far sits out the rest. The
     planner's choice is replaced only by a candidate whose median per-round time ratio to it
     is below ``1 - margin``.
 
     Returns the chosen ``membptt.Plan``; ``plan.info["tune"]`` lists every candidate with its
     predicted and measured seconds, its ratio to the planner's choice, and which was picked.
-    Other keywords go to ``membptt.plan`` (``alpha``, ``beta``, ``percent_of``, ``block``
-    (then only that plan and its planner's peers are timed), ...).
+    Other keywords go to ``membptt.plan`` (``alpha``, ``beta``, ``percent_of``, ...). With
+    ``planner`` other than ``"auto"`` only that planner's plan is a candidate, and with
+    ``block`` only that block plan: nothing is timed then.
     """
     _check_int("rounds", rounds, 1)
     min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
@@ -197,7 +214,10 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     t_start = time.perf_counter()
     if costs is None:
         costs = probe(step, state0, inputs)
-    T = _seq_len(inputs)
+    xs, _ = _as_tensors(inputs, "inputs")
+    if xs[0].dim() == 0:
+        raise ValueError("inputs must have time on dim 0, got a 0-dim tensor")
+    T = int(xs[0].shape[0])
     cands = candidates(strategy, T, memory, costs=costs, planner=planner, peers=peers,
                        **plan_kw)
     times: dict = {i: [] for i in range(len(cands))}
@@ -220,29 +240,24 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     return chosen
 
 
-def _seq_len(inputs) -> int:
-    xs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-    if not xs or not isinstance(xs[0], torch.Tensor) or xs[0].dim() == 0:
-        raise ValueError("inputs must be a tensor or a tuple of tensors with time on dim 0")
-    return int(xs[0].shape[0])
-
-
 def _time(step, state0, inputs, plans, rounds, min_seconds) -> dict:
     """Per-round seconds of one iteration of each plan (``None`` for rounds sat out)."""
-    leaves = _grad_leaves(step, state0, inputs)
-    saved = [t.grad for t in leaves]
-    cuda = sorted({t.device for t in leaves if t.device.type == "cuda"}, key=str)
+    state0, inputs = _detached(state0), _detached(inputs)
+    params, cuda = _params(step, state0, inputs)
+    saved = [t.grad for t in params]
     rng = rng_snapshot(cuda)
 
-    def once(p):
-        for t in leaves:
-            t.grad = None
+    def sync():
         for d in cuda:
             torch.cuda.synchronize(d)
+
+    def once(p):
+        for t in params:
+            t.grad = None
+        sync()
         t0 = time.perf_counter()
         bptt(step, state0, inputs, p).backward()
-        for d in cuda:
-            torch.cuda.synchronize(d)
+        sync()
         return time.perf_counter() - t0
 
     n = len(plans)
@@ -264,7 +279,7 @@ def _time(step, state0, inputs, plans, rounds, min_seconds) -> dict:
             fastest = min(meds.values())
             active = [i for i in active if i == 0 or meds[i] <= (1 + TUNE_PRUNE) * fastest]
     finally:
-        for t, g in zip(leaves, saved):
+        for t, g in zip(params, saved):
             t.grad = g
         rng_restore(rng, cuda)
     return times

@@ -259,7 +259,7 @@ def plans(strategy: str, seq_len: int, memory=None, *, planner: str = "auto", bl
     found.sort(key=lambda p: (p.predicted_cost, p.predicted_peak_bytes or 0,
                               PLANNERS.index(p.planner)))
     for p in found:
-        p.info["planners"] = rows
+        p.info["planners"] = [dict(r) for r in rows]
     return found
 
 
