@@ -153,6 +153,16 @@ def _check_int(name, value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_min_seconds(value) -> float:
+    """``value`` (seconds a timing loop runs at least), or :data:`MIN_SECONDS` for None;
+    refuses anything but a finite number >= 0, naming it."""
+    value = MIN_SECONDS if value is None else value
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"min_seconds must be a finite number of seconds >= 0, got {value!r}")
+    return value
+
+
 def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
                  fused: bool = True, sizes: bool = True, times: bool = True,
                  segments: bool = True, segment_lengths=SEGMENT_LENGTHS,
@@ -169,11 +179,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
     segments fit in the sequence (``2 L + 1 <= T``).
     """
     _check_int("repeats", repeats, 1)
-    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
-    if (isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float))
-            or not math.isfinite(min_seconds) or min_seconds < 0):
-        raise ValueError(f"min_seconds must be a finite number of seconds >= 0, got "
-                         f"{min_seconds!r}")
+    min_seconds = check_min_seconds(min_seconds)
     _check_int("chain", chain, 2)
     ex = Executor(step, state0, inputs, fused=fused, segments=segments, preserve_rng_state=False)
     K = min(chain, ex.T - 1)

@@ -61,7 +61,7 @@ from .executor import (
     rng_restore,
     rng_snapshot,
 )
-from .probe import MIN_SECONDS, UNIFORM_KS, probe
+from .probe import UNIFORM_KS, _check_int, check_min_seconds, probe
 
 __all__ = ["tune", "candidates", "pick", "TUNE_MARGIN", "TUNE_PEERS", "TUNE_PRUNE"]
 
@@ -178,11 +178,6 @@ def _params(step, state0, inputs) -> tuple[list, list]:
     return out, sorted(devs, key=str)
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None,
          planner: str = "auto", rounds: int = 3, min_seconds: float | None = None,
          margin: float = TUNE_MARGIN, peers: int = TUNE_PEERS, **plan_kw):
@@ -205,11 +200,7 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     ``block`` only that block plan: nothing is timed then.
     """
     _check_int("rounds", rounds, 1)
-    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
-    if (isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float))
-            or not math.isfinite(min_seconds) or min_seconds < 0):
-        raise ValueError(f"min_seconds must be a finite number of seconds >= 0, got "
-                         f"{min_seconds!r}")
+    min_seconds = check_min_seconds(min_seconds)
     pick({0: [1.0]}, margin)  # checks margin before anything runs
     t_start = time.perf_counter()
     if costs is None:
