@@ -187,11 +187,11 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     ``costs`` are given), plans, builds the candidates of :func:`candidates` and times each
     one (``membptt.bptt(step, state0, inputs, p).backward()``): one untimed warm-up each
     (a candidate more than 30 % slower than the fastest warm-up stops there), then at least
-    ``rounds`` rounds, round-robin in a rotating order, and more until
-    ``min_seconds`` have passed (default the probe's, 1 s; those extra rounds stop at 50);
-    after each round a candidate more than 15 % slower than the fastest so far sits out the rest. The
-    planner's choice is replaced only by a candidate whose median per-round time ratio to it
-    is below ``1 - margin``.
+    ``rounds`` rounds, round-robin in a rotating order, and more until ``min_seconds`` have
+    passed (default the probe's, 1 s; those extra rounds stop at 50); after each round a
+    candidate more than 15 % slower than the fastest so far sits out the rest. The planner's
+    choice is replaced only by a candidate whose median per-round time ratio to it is below
+    ``1 - margin``.
 
     Returns the chosen ``membptt.Plan``; ``plan.info["tune"]`` lists every candidate with its
     predicted and measured seconds, its ratio to the planner's choice, and which was picked.
@@ -202,19 +202,20 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     _check_int("rounds", rounds, 1)
     min_seconds = check_min_seconds(min_seconds)
     pick({0: [1.0]}, margin)  # checks margin before anything runs
-    t_start = time.perf_counter()
-    if costs is None:
-        costs = probe(step, state0, inputs)
-    xs, _ = _as_tensors(inputs, "inputs")
+    xs, _ = _as_tensors(inputs, "inputs")  # (before a probe of many seconds)
     if xs[0].dim() == 0:
         raise ValueError("inputs must have time on dim 0, got a 0-dim tensor")
     T = int(xs[0].shape[0])
+    t_start = time.perf_counter()
+    if costs is None:
+        costs = probe(step, state0, inputs)
     cands = candidates(strategy, T, memory, costs=costs, planner=planner, peers=peers,
                        **plan_kw)
-    times: dict = {i: [] for i in range(len(cands))}
     if len(cands) > 1:
         times = _time(step, state0, inputs, [p for _, p in cands], rounds, min_seconds)
-    win, ratios = pick(times, margin) if len(cands) > 1 else (0, {0: 1.0})
+        win, ratios = pick(times, margin)
+    else:  # nothing to compare
+        times, win, ratios = {0: []}, 0, {0: 1.0}
     chosen = cands[win][1]
     rows = []
     for i, (label, p) in enumerate(cands):

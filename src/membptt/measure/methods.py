@@ -503,16 +503,14 @@ class PlanMethod(Method):
             costs = costs.with_(run_fixed=0.0, run_per_step=1.0, forward_graph=1.0, backward=2.0,
                                 segments=None)
         memory = None if self.ignores_budget else self.options.get("memory")
-        if self.options.get("tune") and not self.measured:
-            raise ValueError("option tune=1: membptt.tune times fused plans priced by their "
-                             f"measured costs; use {self.strategy}-measured")
-        for key in ("planner", "block"):  # the planner's choice, or an expert's
+        for key in ("planner", "block", "tune"):  # the planner's choice, or an expert's
             if self.options.get(key) is not None:
                 if not self.measured:
                     raise ValueError(f"option {key}={self.options[key]!r}: fused planners "
                                      "price calls by their measured costs; use "
                                      f"{self.strategy}-measured")
-                kw[key] = self.options[key]
+                if key != "tune":
+                    kw[key] = self.options[key]
         try:
             if self.options.get("tune"):  # timed among candidates (membptt.tune)
                 self.plan = membptt.tune(self.w.step_fn, self.w.state0, self.w.inputs,
