@@ -132,6 +132,120 @@ def test_wrap_forward_is_the_first_sweep(defer):
     assert plan.block is not None and plan.block > 1  # fused blocks were planned
 
 
+class CallCountingLSTM(nn.LSTM):
+    """Counts the module's calls made without grad (graph-free calls)."""
+
+    calls = 0
+
+    def forward(self, x, hx=None):
+        if not torch.is_grad_enabled():
+            CallCountingLSTM.calls += 1
+        return super().forward(x, hx)
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_wrap_graph_free_runs_are_planned_calls(defer):
+    """With ``chunk=None`` (default) a graph-free run is the fewest calls of at most the
+    plan's ``run_cap`` steps (one call per run where the cap exceeds it); an int ``chunk`` is
+    a fixed split. Both give plain autograd's gradients; the planned forward makes fewer
+    calls."""
+    torch.manual_seed(5)
+    Tl = 160
+    rnn = CallCountingLSTM(D, H).to(DT)
+    x = torch.randn(Tl, B, D, dtype=DT, requires_grad=True)
+    att = torch.randn(H, dtype=DT)
+    ref = run(rnn, rnn, x, None, "attention", False, att, True)
+    calls = {}
+    for chunk in (None, 8):
+        w = membptt.wrap(rnn, memory="1MiB", strategy="hsm", block=40, repeats=1,
+                         chunk=chunk, defer=defer)
+        got = run(w, rnn, x, None, "attention", False, att, True)  # plans, then runs
+        assert max_rel_err(got[3], ref[3]) <= 1e-10
+        CallCountingLSTM.calls = 0
+        with torch.enable_grad():
+            w(x)
+        calls[chunk] = CallCountingLSTM.calls
+        if chunk is None:
+            cap = w.info["run_cap"]  # what the least core (40 steps) leaves room for
+            assert cap is not None and cap >= 40
+            assert f"graph-free calls of at most {min(cap, Tl)} steps" in w.info["summary"]
+    # planned: one call per run between stored bounds (40, 80, 120; the last block rebuilt
+    # graph-free when deferring, else run with graph); fixed: 40-step runs in calls of 8
+    runs = 4 if defer else 3
+    assert calls[None] == runs and calls[8] == runs * 5
+
+
+def test_wrap_the_twins_gradient_is_a_view_and_exact():
+    """The probe twin's ``<ys, w>`` sends ``dL/dys`` without a block of new storage, and
+    ``g * w`` for any incoming ``g``."""
+    from membptt.execution.wrap import _Dot, _probe_weights
+
+    w = _probe_weights(torch.empty(3, 4), 6)
+    ys = torch.randn(6, 3, 4, requires_grad=True)
+    _Dot.apply(ys * 1, w).backward()  # through a product: ys is a leaf
+    assert torch.equal(ys.grad, w)
+    ys.grad = None
+    (3.0 * _Dot.apply(ys * 1, w)).backward()
+    assert torch.allclose(ys.grad, 3.0 * w)
+    with torch.no_grad():
+        assert float(_Dot.apply(ys, w)) == pytest.approx(float((ys * w).sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("K", [4, 5])
+def test_wrap_the_checkpoints_own_schedule_fits_at_its_measured_peak(K):
+    """At the recurrence memory of ``torch.utils.checkpoint`` over K chunks of the module
+    (outputs concatenated, the drop-in a user writes), wrap's accounting admits the
+    checkpoint's own schedule (K blocks of T / K steps), the module running it holds no more
+    than the checkpoint, and wrap's own pick is predicted no slower, inside the budget as
+    measured. (The twin the probe measures has the outputs mode's working set: its dL/dy is a
+    view, it holds no loss scalars, and h_0 = 0 is no state to hold.)"""
+    from torch.utils.checkpoint import checkpoint
+
+    from membptt.measure.memory import tracked_peak
+
+    torch.manual_seed(6)
+    Tl, Bl, Hl = 160, 2, 16
+    rnn = nn.LSTM(Hl, Hl)
+    x = torch.randn(Tl, Bl, Hl)
+    G = torch.randn(Tl, Bl, Hl)
+    out_bytes = G.numel() * G.element_size()
+
+    def ckpt():
+        bounds = [round(i * Tl / K) for i in range(K + 1)]
+        h, outs = None, []
+        for a, b in zip(bounds, bounds[1:]):
+            if h is None:
+                o, h = checkpoint(lambda xc: rnn(xc), x[a:b], use_reentrant=False)
+            else:
+                o, h = checkpoint(lambda xc, h0, c0: rnn(xc, (h0, c0)), x[a:b], *h,
+                                  use_reentrant=False)
+            outs.append(o)
+        return torch.cat(outs)
+
+    def rec(forward):  # the recurrence's memory, as benchmarks/bench_wrap.py measures it
+        def it():
+            torch.autograd.backward(forward(), G)
+        for _ in range(2):
+            rnn.zero_grad(set_to_none=True)
+            got = tracked_peak(it)[0] - out_bytes
+        rnn.zero_grad(set_to_none=True)
+        return got
+
+    budget = f"{rec(ckpt)}B"
+    best = membptt.wrap(rnn, memory=budget, repeats=1)
+    best_rec = rec(lambda: best(x)[0])
+    costs = best.info["costs"]
+    own = membptt.wrap(rnn, memory=budget, costs=costs, strategy="hsm", block=Tl // K)
+    own_rec = rec(lambda: own(x)[0])  # planned: it fits
+    spare = membptt.plan("hsm", Tl, "10MiB", costs=costs, block=Tl // K)
+    op, bp = own.info["plan"], best.info["plan"]
+    assert op.forward_ops == spare.forward_ops  # every bound stored
+    assert own_rec <= op.predicted_peak_bytes <= op.budget.bytes
+    assert bp.predicted_cost <= op.predicted_cost
+    assert best_rec <= bp.predicted_peak_bytes <= bp.budget.bytes
+    assert op.predicted_peak_bytes - own_rec <= 0.01 * own_rec  # tight
+
+
 def test_wrap_defer_holds_only_hidden_states_between_forward_and_backward():
     """Deferring, what the forward leaves alive beyond the outputs and the final state is
     hidden-state checkpoints only; without, the first sweep's stored graphs too. Gradients

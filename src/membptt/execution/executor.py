@@ -503,11 +503,14 @@ class Executor:
     def run_outputs(self, h, a: int, b: int):
         """Outputs mode: graph-free forwards of steps ``a..b`` from ``h = h_{a-1}`` writing each
         ``y_t`` into ``ys[t-1]``; fused as one ``step.advance(state, xs, out)`` call (``out`` the
-        view ``ys[a-1:b]`` to fill) when able. Returns ``h_b``."""
+        view ``ys[a-1:b]`` to fill; a step that takes planned chunk lengths gets ``chunk``, the
+        fewest calls of at most ``run_cap`` steps) when able. Returns ``h_b``."""
         step = self.step
         with torch.no_grad():
             if self.fused and self.ys is not None:
-                out, _ = step.advance(self.user(h), self._xs(a, b), self.ys[a - 1:b])
+                kw = ({"chunk": run_chunk(b - a + 1, self.run_cap)}
+                      if self.chunked and self.run_cap is not None else {})
+                out, _ = step.advance(self.user(h), self._xs(a, b), self.ys[a - 1:b], **kw)
                 self.stats.fused_runs += 1
                 self.stats.fused_steps += b - a + 1
                 return self._check_state(f"steps {a}..{b} (step.advance)", out)

@@ -131,9 +131,14 @@ class StepReport:
         return d
 
 
-def _params_of(tensors) -> list:
-    """Leaf tensors requiring grad reachable from ``tensors``' graphs (the step's parameters)."""
-    return graph_params(tensors, limit=math.inf)
+def _params_of(tensors, rec=None) -> list:
+    """Leaf tensors requiring grad reachable from ``tensors``' graphs (the step's parameters),
+    less the leaf copies of the state and inputs record ``rec`` starts from: those are the
+    executor's, new in every record, and their gradient (the ``dh`` a backward hands on, the
+    inputs' gradient) is allocated inside every measured working set, so counting them with
+    the parameters' gradients would charge one state twice."""
+    own = {id(t) for t in (*(rec.hin or ()), *(rec.xleaf or ()))} if rec is not None else set()
+    return [t for t in graph_params(tensors, limit=math.inf) if id(t) not in own]
 
 
 def _steps(T, a, n):
@@ -209,7 +214,7 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         # find the parameters; stash their .grad so the probe has no side effect on them
         h1, _ = ex.run(ex.start(), 1, 1)
         rec = ex.graph(h1, 2)
-        params = _params_of([rec.loss] + [t for t in rec.out])
+        params = _params_of([rec.loss] + [t for t in rec.out], rec)
         one = torch.ones_like(rec.loss)
         del rec
         ex.input_grads(True)
@@ -223,7 +228,12 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
             _timed_run(ex, h1, K)
         grad_bytes = sum(p.numel() * p.element_size() for p in params)
         hidden = state_bytes(h1)
-        extra = 2 * hidden + 2 * one.untyped_storage().nbytes() + grad_bytes
+        # beside a measured core: a cursor and an incoming gradient, the parameters'
+        # gradients, and the loss and dL; the twin of an outputs-mode step (membptt.wrap /
+        # scan) has neither, and the one loss its measured core made is its own too
+        one_b = one.untyped_storage().nbytes()
+        scalars = -one_b if getattr(step, "outputs_twin", False) else 2 * one_b
+        extra = 2 * hidden + scalars + grad_bytes
         if sizes:
             internal, beta, working = _sizes(ex, h1)
             working += extra
@@ -761,7 +771,7 @@ def working_set_bytes(step, state0, inputs, *, chain: bool = False) -> int:
     ex = Executor(step, state0, inputs, preserve_rng_state=False)
     h1 = tuple(t.detach().clone() for t in ex.start())
     rec = ex.graph(h1, 1)
-    params = _params_of([rec.loss] + list(rec.out))
+    params = _params_of([rec.loss] + list(rec.out), rec)
     del rec
     stash = [p.grad for p in params]
     try:

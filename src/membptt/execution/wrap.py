@@ -49,7 +49,7 @@ import weakref
 import torch
 from torch import nn
 
-from ..models.fusedcall import run_module
+from ..models.fusedcall import check_chunk, run_module
 from .compile import Graph
 from .executor import Executor, _ScanFunction, compiled, module_params
 from .probe import measure_step
@@ -59,17 +59,22 @@ __all__ = ["wrap", "scan", "WrappedRNN"]
 log = logging.getLogger("membptt")
 
 DEFAULT_STRATEGY = "msm"
+#: steps per graph-free call where no plan set a cap (as the shipped models' ``fused_chunk``)
+UNPLANNED_CHUNK = 64
 
 
 # -- the steps ---------------------------------------------------------------------------------
 
 class _RNNOutputStep:
     """Outputs-mode step around a user's ``nn.LSTM``/``nn.GRU``/``nn.RNN``: ``step(state, x_t)
-    -> (state, y_t)``; ``advance(state, xs, out)`` (graph-free, in calls of ``chunk`` steps,
-    writing the outputs into ``out`` when given) and ``segment(state, xs) -> (state, ys)`` (one
-    call with graph). ``xs`` is time-major; the module is called in its own layout."""
+    -> (state, y_t)``; ``advance(state, xs, out, chunk=None)`` (graph-free, in calls of
+    ``chunk`` steps, the outputs written into ``out`` or handed to it) and ``segment(state, xs)
+    -> (state, ys)`` (one call with graph). ``xs`` is time-major; the module is called in its
+    own layout. ``chunk`` (the constructor's): None, the calls are planned (the executor passes
+    each run's ``chunk``; :data:`UNPLANNED_CHUNK` steps when it passes none); an int, every
+    graph-free call is at most that many steps whatever is passed (an expert's fixed split)."""
 
-    def __init__(self, rnn: nn.RNNBase, chunk: int):
+    def __init__(self, rnn: nn.RNNBase, chunk: int | None):
         self.rnn, self.chunk, self.bf = rnn, chunk, rnn.batch_first
 
     @property
@@ -86,16 +91,22 @@ class _RNNOutputStep:
         outs, h = self._outputs(x_t.unsqueeze(0), state)
         return h, outs[0][0]
 
-    def advance(self, state, xs, out=None):
-        """``out``: the tensor to write the outputs into (the first sweep), or None/False
-        (recomputation: the executor's graph-free runs pass ``need_loss=False``)."""
-        keep = isinstance(out, torch.Tensor)
-
-        def write(s, o):
-            out[s:s + o.shape[0]].copy_(o)
-
+    def advance(self, state, xs, out=None, chunk=None):
+        """``out``: the tensor to write the outputs into (the first sweep), a callable
+        ``each(s, outputs)`` given each call's time-major outputs (``s``: the offset of its
+        first step), or None/False (recomputation: the executor's graph-free runs pass
+        ``need_loss=False``). ``chunk``: steps per call."""
+        if isinstance(out, torch.Tensor):
+            def each(s, o):
+                out[s:s + o.shape[0]].copy_(o)
+        else:
+            each = out if callable(out) else None
+        if self.chunk is not None:
+            chunk = self.chunk
+        elif chunk is None:
+            chunk = UNPLANNED_CHUNK
         with torch.no_grad():
-            h = run_module(self.rnn, xs, state, chunk=self.chunk, each=write if keep else None)
+            h = run_module(self.rnn, xs, state, chunk=chunk, each=each)
         return h, None
 
     def segment(self, state, xs):
@@ -103,13 +114,49 @@ class _RNNOutputStep:
         return h, outs[0]
 
 
+class _Dot(torch.autograd.Function):
+    """``<ys, w>`` whose backward sends ``dL/dys`` as a view where it can: ``w`` expanded over
+    time (stride 0 on dim 0, as :func:`_probe_weights` makes it) gives ``(g * w[:1])``
+    expanded, one step's storage. Outputs mode sends each record a slice of the caller's
+    ``dL/dys`` (a view, no new storage), so the twin's segment then measures the working set
+    the outputs mode has, not one more block of gradient (``(ys * w).sum()`` would
+    materialise ``g * w`` over the whole block)."""
+
+    @staticmethod
+    def forward(ctx, ys, w):
+        ctx.save_for_backward(w)
+        return (ys * w).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        if g.device.type == "cpu" and g.dim() == 0 and float(g) == 1.0:
+            return w, None  # the probe's dL = 1: g * w is w itself (read only downstream)
+        if w.dim() and w.shape[0] > 1 and w.stride(0) == 0:
+            return (g * w[:1]).expand_as(w), None
+        return g * w, None
+
+
+def _dot_value(ys, w):
+    """``<ys, w>`` without graph; ``w`` constant over time (stride 0 on dim 0, as
+    :func:`_probe_weights` makes it) is ``<sum_t y_t, w_1>``, whose temporary is one step's."""
+    if w.dim() and w.shape[0] > 1 and w.stride(0) == 0:
+        return (ys.sum(0) * w[0]).sum()
+    return (ys * w).sum()
+
+
 class _DotLossTwin:
     """The loss-mode twin of an outputs-mode step for the probe: ``loss_t = <y_t, w_t>`` with
-    ``w`` the last input. Same calls, same graph (the product saves ``y_t``, which the outputs
-    mode keeps as the record's output), same working set up to one step's ``dL/dy_t``."""
+    ``w`` the last input. Same calls, same graph (the outputs mode keeps ``y_t`` as the
+    record's output), and the same working set: :class:`_Dot` sends ``dL/dy = w`` as a view,
+    as the outputs mode sends a slice of the caller's ``dL/dys``. ``outputs_twin`` tells the
+    probe that the loss scalars it runs on (a record's loss, ``dL = 1``) are the twin's only:
+    the outputs mode holds none, so a working set does not count them."""
 
-    def __init__(self, inner, single: bool, chunk: int = 64, fused_calls: bool = True):
-        self.inner, self.single, self.chunk = inner, single, chunk
+    outputs_twin = True
+
+    def __init__(self, inner, single: bool, fused_calls: bool = True):
+        self.inner, self.single = inner, single
         self.deterministic = bool(getattr(inner, "deterministic", False))
         if not (fused_calls and callable(getattr(inner, "advance", None))):
             self.advance = None
@@ -122,26 +169,28 @@ class _DotLossTwin:
     def __call__(self, state, xt):
         x, w = self._split(xt)
         h, y = self.inner(state, x)
-        return h, (y * w).sum()
+        return h, _Dot.apply(y, w)
 
-    def advance(self, state, xs, need_loss=False):  # noqa: F811 (None when the inner has none)
+    def advance(self, state, xs, need_loss=False, chunk=None):  # noqa: F811 (None: inner has none)
+        """Graph-free calls of ``chunk`` steps (as the inner step makes them); with
+        ``need_loss`` each call's ``<y, w>`` is taken from its outputs as they come, holding
+        no more than the outputs mode does beside a call (its outputs go to the caller's
+        tensor)."""
         x, w = self._split(xs)
         if not need_loss:
-            return self.inner.advance(state, x, None)[0], None
-        h, total = state, None
-        for s in range(0, w.shape[0], self.chunk):
-            wc = w[s:s + self.chunk]
-            buf = torch.empty(wc.shape, dtype=wc.dtype, device=wc.device)
-            h, _ = self.inner.advance(h, x[s:s + self.chunk], buf)
-            loss = (buf * wc).sum()
-            del buf
-            total = loss if total is None else total + loss
-        return h, total
+            return self.inner.advance(state, x, None, chunk=chunk)[0], None
+        parts = []
+
+        def each(s, o):
+            parts.append(_dot_value(o, w[s:s + o.shape[0]]))
+
+        h, _ = self.inner.advance(state, x, each, chunk=chunk)
+        return h, (parts[0] if len(parts) == 1 else torch.stack(parts).sum())
 
     def segment(self, state, xs):  # noqa: F811
         x, w = self._split(xs)
         h, ys = self.inner.segment(state, x)
-        return h, (ys * w).sum()
+        return h, _Dot.apply(ys, w)
 
 
 # -- planning ------------------------------------------------------------------------------------
@@ -173,12 +222,15 @@ def _describe_plan(p, T, memory, probe_s, what, deferred=0):
         "predicted_peak_bytes": peak,
         "predicted_seconds": p.predicted_cost if p.costs.hidden_bytes is not None else None,
         "probe_seconds": probe_s, "plan": p,
+        "run_cap": getattr(getattr(p, "prediction", None), "run_cap", None),
     }
     info["summary"] = (
         f"{what}: T={T}: {p.strategy} on {how}, {(p.forward_ops + deferred) / T:.2f} forwards "
         "per step"
         + (f" ({deferred} rebuilt when backward starts, so that only hidden states are held "
            "in between)" if deferred else "")
+        + (f", graph-free calls of at most {min(info['run_cap'], T)} steps"
+           if info["run_cap"] else "")
         + (f", predicted peak {_fmt_bytes(peak)}" if peak is not None else "")
         + f" for memory={memory!r} (stored states + working set; the outputs are the caller's)"
         + (f"; probed in {probe_s:.1f} s" if probe_s else ""))
@@ -238,7 +290,7 @@ class WrappedRNN(nn.Module):
 
     def __init__(self, rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto",
                  block=None,
-                 costs=None, repeats: int = 5, chunk: int = 64, defer: bool = True):
+                 costs=None, repeats: int = 5, chunk: int | None = None, defer: bool = True):
         super().__init__()
         if not isinstance(rnn, _RNN_TYPES):
             raise ValueError(
@@ -254,14 +306,15 @@ class WrappedRNN(nn.Module):
                 "on input.flip(time dim), and concatenate their outputs (flipping the second "
                 "back)")
         _check_strategy(strategy, memory, "membptt.wrap")
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+        if chunk is not None:
+            check_chunk(chunk)
         self.rnn = rnn
         self.memory, self.strategy, self.planner, self.block = memory, strategy, planner, block
         self.repeats, self.chunk, self.defer = repeats, chunk, bool(defer)
         self._costs = costs
         self._step = _RNNOutputStep(rnn, chunk)
         self._plans: dict = {}
+        self._zeros: dict = {}
         self.info: dict | None = None
 
     # the wrapped module's attributes, for code that reads them
@@ -329,9 +382,15 @@ class WrappedRNN(nn.Module):
         T, B = x.shape[0], x.shape[1]
         L, H, P = r.num_layers, r.hidden_size, self._out_size()
         if hx is None:
-            z = torch.zeros(L, B, H, dtype=input.dtype, device=input.device)
-            state0 = (torch.zeros(L, B, P, dtype=input.dtype, device=input.device), z) \
-                if self._lstm else z
+            # zeros as the module makes them, but one element's storage expanded: h_0 is then
+            # no state the plan has to hold (a checkpoint's recomputation of its first segment
+            # makes its zeros afresh, and so holds none either)
+            zero = self._zeros.get((input.dtype, input.device))
+            if zero is None:  # made once: no allocation inside an iteration
+                zero = torch.zeros((), dtype=input.dtype, device=input.device)
+                self._zeros[(input.dtype, input.device)] = zero
+            z = zero.expand(L, B, H)
+            state0 = (zero.expand(L, B, P), z) if self._lstm else z
         else:
             hx = self._check_hx(hx, B, input, unbatched)
             if unbatched:
@@ -342,7 +401,7 @@ class WrappedRNN(nn.Module):
                self.strategy, self.planner, self.block, self.defer)
         hit = self._plans.get(key)
         if hit is None:
-            twin = _DotLossTwin(step, single=True, chunk=self.chunk)
+            twin = _DotLossTwin(step, single=True)
             w = _probe_weights(torch.empty(B, P, dtype=input.dtype, device=input.device), T)
             s0 = tuple(t.detach() for t in state0) if self._lstm else state0.detach()
             hit = _make_plan(twin, s0, (x.detach(), w), T, self.memory, self.strategy,
@@ -358,6 +417,7 @@ class WrappedRNN(nn.Module):
         else:
             ex.ys = torch.empty(T, B, P, dtype=input.dtype, device=input.device)
         ex.program = compiled(plan, segments=None if ex.segments else False)
+        ex.run_cap = getattr(getattr(plan, "prediction", None), "run_cap", None)
         dummy = torch.empty(0, requires_grad=True)
         res = _ScanFunction.apply(ex, params, dummy, *ex.state0, x, *params)
         out, final = res[0], res[1:]
@@ -374,7 +434,8 @@ class WrappedRNN(nn.Module):
 
 
 def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto", block=None,
-         costs=None, repeats: int = 5, chunk: int = 64, defer: bool = True) -> WrappedRNN:
+         costs=None, repeats: int = 5, chunk: int | None = None,
+         defer: bool = True) -> WrappedRNN:
     """``rnn`` (an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``) as a module with the same call and
     outputs whose backward runs a membptt plan within ``memory``.
 
@@ -388,7 +449,11 @@ def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto", block
         strategy: the strategy (default ``"msm"``); planner, block: as :func:`membptt.plan`
             (default: the library picks the planner and the block length); costs: a ``CostModel`` to plan on
             instead of probing (it must be probed with the same batch, dtype and device);
-            repeats: the probe's timing repeats; chunk: steps per fused graph-free call.
+            repeats: the probe's timing repeats; chunk: None (default), graph-free runs are
+            made as the fewest calls of at most the plan's ``run_cap`` steps, the longest call
+            whose outputs fit beside the plan (``info["run_cap"]``; a call of ``L`` steps
+            holds ``L`` steps of outputs before they are copied out); an int, every
+            graph-free call is at most that many steps (a fixed split, as before planning).
         defer: the forward keeps no graph at all: the forwards with graph that the plan's
             first sweep would store (e.g. MSM's last segment) run graph-free and are rebuilt
             when the backward starts, so that only hidden-state checkpoints are held while the
