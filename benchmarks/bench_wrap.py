@@ -12,7 +12,9 @@ and the median of per-round ratios):
   (one fused call per chunk), outputs concatenated (a user's natural drop-in), ``K = 8, 16, 32``;
 * ``wrap @ckpt K``: ``membptt.wrap(lstm, memory=M_K)`` with ``M_K`` the memory ``ckpt K`` uses
   for the recurrence (below);
-* ``wrap f x<ckpt``: budgets below the smallest checkpoint's ``M_K`` (fractions ``f`` of it).
+* ``wrap f x<ckpt``: budgets below the smallest checkpoint's ``M_K`` (fractions ``f`` of it);
+* with ``--tune``, ``tuned @ckpt K``: ``membptt.wrap(lstm, memory=M_K, tune=True)``, the
+  candidate plans timed as calls of the module when it plans (not timed here).
 
 Memory (live tensor bytes, the project's tracker
 :class:`membptt.measure.tracker.LiveBytesTracker`, parameter gradients set to None first).
@@ -81,6 +83,9 @@ def main(argv=None) -> None:
     ap.add_argument("--ks", default="8,16,32")
     ap.add_argument("--below", default="0.5,0.25", help="fractions of the smallest "
                     "checkpoint's recurrence memory to run wrap at")
+    ap.add_argument("--tune", action="store_true",
+                    help="also run wrap(..., tune=True) at each checkpoint's memory "
+                    "('tuned @ckpt K' rows: the candidates timed as calls when it plans)")
     ap.add_argument("--probe-repeats", type=int, default=5,
                     help="timing repeats of wrap's probe (the planner's costs)")
     args = ap.parse_args(argv)
@@ -134,11 +139,14 @@ def main(argv=None) -> None:
     wraps = {}
     for K in ks:
         budgets[f"wrap @ckpt {K}"] = owns[f"ckpt {K}"]
+        if args.tune:
+            budgets[f"tuned @ckpt {K}"] = owns[f"ckpt {K}"]
     smallest = min(owns[f"ckpt {K}"] for K in ks)
     for f in (float(v) for v in args.below.split(",") if v):
         budgets[f"wrap {f:g}x<ckpt"] = int(f * smallest)
     for name, b in list(budgets.items()):
-        w = membptt.wrap(lstm, memory=f"{b}B", costs=costs, repeats=args.probe_repeats)
+        w = membptt.wrap(lstm, memory=f"{b}B", costs=costs, repeats=args.probe_repeats,
+                         tune=name.startswith("tuned"))
         t0 = time.perf_counter()
         try:
             head(w(x)[0], labels).backward()  # probes once (costs reused after), plans
@@ -164,25 +172,27 @@ def main(argv=None) -> None:
     med = {k: statistics.median(v[1:] if len(v) > 1 else v) for k, v in times.items()}
     print(f"\nT={T}, LSTM {H}, batch {B}, float32, {args.threads} threads, {args.rounds} "
           f"rounds; outputs {out_bytes / 2**20:.1f} MiB (the caller's, not in any budget)")
-    print(f"{'method':18s} {'median s':>8s} {'x plain':>7s} {'x ckpt':>7s} {'rec MiB':>8s} "
-          f"{'budget':>7s} {'pred':>6s} {'iter MiB':>8s} {'fwd/step':>8s} {'block':>5s}")
+    # bytes in MiB, or KiB where every recurrence memory is below 8 MiB (launch-bound sizes)
+    unit, uname = ((2**10, "KiB") if max(owns.values()) < 8 * 2**20 else (2**20, "MiB"))
+    print(f"{'method':18s} {'median s':>8s} {'x plain':>7s} {'x ckpt':>7s} {'rec ' + uname:>8s} "
+          f"{'budget':>7s} {'pred':>6s} {'iter ' + uname:>8s} {'fwd/step':>8s} {'block':>5s}")
     for name in runs:
-        ref = f"ckpt {name.split()[-1]}" if name.startswith("wrap @ckpt") else None
+        ref = f"ckpt {name.split()[-1]}" if " @ckpt " in name else None
         ratios = ([a / b for a, b in zip(times[name][1:], times[ref][1:])] if ref else None)
         r = f"{statistics.median(ratios):7.3f}" if ratios else f"{'':7s}"
-        line = (f"{name:18s} {med[name]:8.3f} {med[name] / med['plain']:7.3f} {r} "
-                f"{owns[name] / 2**20:8.1f}")
+        line = (f"{name:18s} {med[name]:8.4f} {med[name] / med['plain']:7.3f} {r} "
+                f"{owns[name] / unit:8.1f}")
         if name in wraps:
             info = wraps[name].info
-            line += (f" {budgets[name] / 2**20:7.1f} {info['predicted_peak_bytes'] / 2**20:6.1f}"
-                     f" {peaks[name] / 2**20:8.1f} {info['forwards_per_step']:8.2f} "
+            line += (f" {budgets[name] / unit:7.1f} {info['predicted_peak_bytes'] / unit:6.1f}"
+                     f" {peaks[name] / unit:8.1f} {info['forwards_per_step']:8.2f} "
                      f"{info['block'] or 1:5d}  rec <= budget: {owns[name] <= budgets[name]}")
         else:
-            line += f" {'':7s} {'':6s} {peaks[name] / 2**20:8.1f}"
+            line += f" {'':7s} {'':6s} {peaks[name] / unit:8.1f}"
         print(line)
     print("\nper round (s):")
     for name, v in times.items():
-        print(f"  {name:18s} {[round(t, 3) for t in v]}")
+        print(f"  {name:18s} {[round(t, 4) for t in v]}")
 
 
 if __name__ == "__main__":

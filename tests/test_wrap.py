@@ -5,6 +5,8 @@ value and what works."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -523,3 +525,89 @@ def test_wrap_nn_rnn():
     ref = run(rnn, rnn, x.requires_grad_(), None, "mean", True, att, False)
     got = run(membptt.wrap(rnn, memory=8, repeats=1), rnn, x, None, "mean", True, att, False)
     assert max_rel_err(got[3], ref[3]) <= 1e-10
+
+
+# -- tune=True ----------------------------------------------------------------------------------
+
+def test_wrap_tune_times_candidates_as_calls_and_changes_nothing_else():
+    """``tune=True`` times the candidates as forward and backward calls of the module when it
+    plans; the forward that plans leaves the parameters' ``.grad``, the input's and the RNG as
+    they were, and the call's own backward gives plain autograd's gradients."""
+    torch.manual_seed(7)
+    rnn = nn.LSTM(D, H).to(DT)
+    x = torch.randn(120, B, D, dtype=DT, requires_grad=True)
+    att = torch.randn(H, dtype=DT)
+    ref = run(rnn, rnn, x, None, "attention", False, att, True)
+    w = membptt.wrap(rnn, memory="60%", tune=True, repeats=1)
+    marker = [torch.full_like(p, 2.0) for p in rnn.parameters()]
+    for p, m in zip(rnn.parameters(), marker):
+        p.grad = m
+    x.grad = None
+    rng = torch.get_rng_state()
+    out, (h_n, c_n) = w(x)  # probes, tunes, runs the first sweep
+    assert all(p.grad is m and float(m.unique()) == 2.0 for p, m in zip(rnn.parameters(), marker))
+    assert x.grad is None and torch.equal(torch.get_rng_state(), rng)
+    tn = w.info["tune"]
+    assert len(tn["candidates"]) >= 2 and tn["rounds"] >= 3
+    picked = [r for r in tn["candidates"] if r["picked"]]
+    assert len(picked) == 1 and picked[0]["label"] == tn["picked"]
+    assert "tuned: timed" in w.info["summary"]
+    got = run(w, rnn, x, None, "attention", False, att, True)
+    assert max_rel_err(got[3], ref[3]) <= 1e-10
+
+
+def test_wrap_tune_keeps_what_is_measured_faster(monkeypatch):
+    tune_mod = importlib.import_module("membptt.execution.tune")
+
+    torch.manual_seed(8)
+    rnn = nn.LSTM(D, H).to(DT)
+    x = torch.randn(120, B, D, dtype=DT)
+    seen = []
+
+    def fake(run_one, plans, params, cuda, rounds, min_seconds):
+        run_one(plans[-1])  # the runner is a real call
+        seen.append(plans)
+        return {i: [1.0 - 0.1 * (i == len(plans) - 1)] * rounds for i in range(len(plans))}
+
+    monkeypatch.setattr(tune_mod, "time_plans", fake)
+    w = membptt.wrap(rnn, memory="60%", tune=True, repeats=1)
+    w(x)[0].sum().backward()
+    assert len(seen) == 1 and len(seen[0]) >= 2
+    assert w.info["plan"] is seen[0][-1]
+    assert w.info["tune"]["picked"] != w.info["tune"]["planner_choice"]
+    w(x)[0].sum().backward()  # planned once: the second call reuses the plan
+    assert len(seen) == 1
+
+
+def test_scan_tune_gradients_equal_plain_autograd():
+    torch.manual_seed(9)
+    cell = Cell()
+    x = torch.randn(40, B, D, dtype=DT, requires_grad=True)
+    u = torch.rand(40, B, dtype=DT) + 0.5
+    h0 = torch.randn(B, H, dtype=DT, requires_grad=True)
+    m0 = torch.zeros(B, 1, dtype=DT)
+
+    def grads(fn):
+        for p in (*cell.parameters(), x, h0):
+            p.grad = None
+        ys, st = fn()
+        ((ys ** 2).sum() + st["h"].sum()).backward()
+        return [p.grad.clone() for p in (*cell.parameters(), x, h0)]
+
+    ref = grads(lambda: plain_scan(cell, {"h": h0, "n": (m0,)}, (x, u)))
+    info = {}
+    got = grads(lambda: membptt.scan(cell, {"h": h0, "n": (m0,)}, (x, u), memory=8,
+                                     tune=True, repeats=1, info=info))
+    assert max_rel_err(got, ref) <= 1e-10
+    assert "tune" in info and info["tune"]["candidates"][0]["label"] == \
+        info["tune"]["planner_choice"]
+
+
+def test_wrap_and_scan_refuse_a_tune_that_is_not_a_bool():
+    with pytest.raises(ValueError, match="tune must be True or False, got 'yes'"):
+        membptt.wrap(nn.LSTM(D, H), memory="1MiB", tune="yes")
+    with pytest.raises(ValueError, match="tune must be True or False, got 1"):
+        membptt.scan(Cell(), {"h": torch.zeros(B, H, dtype=DT),
+                              "n": (torch.zeros(B, 1, dtype=DT),)},
+                     (torch.randn(5, B, D, dtype=DT), torch.ones(5, B, dtype=DT)), memory=8,
+                     tune=1)

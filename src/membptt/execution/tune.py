@@ -63,12 +63,14 @@ from .executor import (
 )
 from .probe import UNIFORM_KS, _check_int, check_min_seconds, probe
 
-__all__ = ["tune", "candidates", "pick", "TUNE_MARGIN", "TUNE_PEERS", "TUNE_PRUNE"]
+__all__ = ["tune", "candidates", "pick", "choose", "time_plans", "TUNE_MARGIN", "TUNE_PEERS",
+           "TUNE_PRUNE"]
 
 TUNE_MARGIN = 0.02  # another candidate replaces the planner's choice only when this much faster
 TUNE_PEERS = 2  # the checkpoint schedules with the fewest segments that fit
 TUNE_PRUNE = 0.15  # after a round, candidates this much slower than the fastest stop running
 TUNE_MAX_ROUNDS = 50
+TUNE_ROUNDS = 3  # rounds at least (membptt.tune's default; wrap and scan use it)
 # candidates predicted this much slower than the planner's choice are not timed (predictions
 # were off by at most about 20 % on whole iterations: docs/executor-speed.md)
 TUNE_PREDICTED = 1.5
@@ -95,7 +97,9 @@ def candidates(strategy: str, seq_len: int, memory, *, costs, planner: str = "au
     if isinstance(peers, bool) or not isinstance(peers, int) or peers < 0:
         raise ValueError(f"peers must be an integer >= 0 (checkpoint schedules to try), got "
                          f"{peers!r}")
-    found = make_plans(strategy, seq_len, memory, costs=costs, planner=planner, **plan_kw)
+    block = plan_kw.pop("block", None)
+    found = make_plans(strategy, seq_len, memory, costs=costs, planner=planner, block=block,
+                       **plan_kw)
     best = found[0]
     out = [(_label(best), best)]
 
@@ -109,7 +113,7 @@ def candidates(strategy: str, seq_len: int, memory, *, costs, planner: str = "au
         add(p)
     budget = best.budget
     sized = budget is not None and budget.bytes is not None
-    if (strategy in ("hsm", "msm") and planner == "auto" and plan_kw.get("block") is None
+    if (strategy in ("hsm", "msm") and planner == "auto" and block is None
             and costs is not None and costs.segments is not None and sized and peers):
         fitted = 0
         seen = set()
@@ -179,7 +183,7 @@ def _params(step, state0, inputs) -> tuple[list, list]:
 
 
 def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None,
-         planner: str = "auto", rounds: int = 3, min_seconds: float | None = None,
+         planner: str = "auto", rounds: int = TUNE_ROUNDS, min_seconds: float | None = None,
          margin: float = TUNE_MARGIN, peers: int = TUNE_PEERS, **plan_kw):
     """The fastest of a few candidate plans under ``memory``, timed as real iterations.
 
@@ -211,15 +215,24 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
         costs = probe(step, state0, inputs)
     cands = candidates(strategy, T, memory, costs=costs, planner=planner, peers=peers,
                        **plan_kw)
+    times = (_time(step, state0, inputs, [p for _, p in cands], rounds, min_seconds)
+             if len(cands) > 1 else {0: []})
+    return choose(cands, times, costs, margin, t_start)
+
+
+def choose(cands, times, costs, margin: float = TUNE_MARGIN, t_start: float | None = None):
+    """The plan :func:`pick` keeps among ``cands`` (:func:`candidates`) on per-round seconds
+    ``times`` (as :func:`time_plans` returns them; ``{0: []}`` when nothing was timed), with
+    ``plan.info["tune"]`` saying what was measured (``t_start``: when tuning began, for
+    ``seconds``)."""
     if len(cands) > 1:
-        times = _time(step, state0, inputs, [p for _, p in cands], rounds, min_seconds)
         win, ratios = pick(times, margin)
     else:  # nothing to compare
-        times, win, ratios = {0: []}, 0, {0: 1.0}
+        win, ratios = 0, {0: 1.0}
     chosen = cands[win][1]
     rows = []
     for i, (label, p) in enumerate(cands):
-        ts = [t for t in times[i] if t is not None]
+        ts = [t for t in times.get(i, []) if t is not None]
         rows.append({"label": label, "strategy": p.strategy, "planner": p.planner,
                      "block": p.block, "shape": p.shape,
                      "predicted_s": p.predicted_cost if costs.segments is not None else None,
@@ -228,7 +241,8 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
     chosen.info["tune"] = {
         "picked": cands[win][0], "planner_choice": cands[0][0], "margin": margin,
         "rounds": max((len(v) for v in times.values()), default=0),
-        "seconds": time.perf_counter() - t_start, "candidates": rows}
+        "seconds": time.perf_counter() - t_start if t_start is not None else None,
+        "candidates": rows}
     return chosen
 
 
@@ -236,6 +250,19 @@ def _time(step, state0, inputs, plans, rounds, min_seconds) -> dict:
     """Per-round seconds of one iteration of each plan (``None`` for rounds sat out)."""
     state0, inputs = _detached(state0), _detached(inputs)
     params, cuda = _params(step, state0, inputs)
+    return time_plans(lambda p: bptt(step, state0, inputs, p).backward(), plans, params, cuda,
+                      rounds, min_seconds)
+
+
+def time_plans(run, plans, params, cuda, rounds: int, min_seconds: float) -> dict:
+    """Per-round seconds of ``run(plan)`` (one iteration) for each of ``plans`` (``None`` for
+    rounds a pruned plan sat out): one untimed warm-up each (a plan more than twice
+    ``TUNE_PRUNE`` slower than the fastest warm-up stops there), then at least ``rounds``
+    rounds round-robin in a rotating order, more until ``min_seconds`` have passed (at most
+    :data:`TUNE_MAX_ROUNDS`), pruning after each round. ``params``: the tensors whose
+    ``.grad`` an iteration touches (set to None before each, put back after, also when one
+    raises); ``cuda``: the CUDA devices to synchronise, whose RNG (and the CPU's) is
+    restored."""
     saved = [t.grad for t in params]
     rng = rng_snapshot(cuda)
 
@@ -248,15 +275,13 @@ def _time(step, state0, inputs, plans, rounds, min_seconds) -> dict:
             t.grad = None
         sync()
         t0 = time.perf_counter()
-        bptt(step, state0, inputs, p).backward()
+        run(p)
         sync()
         return time.perf_counter() - t0
 
     n = len(plans)
     times = {i: [] for i in range(n)}
     try:
-        # warm-up: compiles each program, touches its memory; a candidate more than twice
-        # TUNE_PRUNE slower than the fastest warm-up is not timed further
         warm = [once(p) for p in plans]
         active = [i for i in range(n) if i == 0 or warm[i] <= (1 + 2 * TUNE_PRUNE) * min(warm)]
         t0 = time.perf_counter()

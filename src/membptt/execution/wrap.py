@@ -52,7 +52,7 @@ from torch import nn
 from ..models.fusedcall import check_chunk, run_module
 from .compile import Graph
 from .executor import Executor, _ScanFunction, compiled, module_params
-from .probe import measure_step
+from .probe import check_min_seconds, measure_step
 
 __all__ = ["wrap", "scan", "WrappedRNN"]
 
@@ -238,7 +238,11 @@ def _describe_plan(p, T, memory, probe_s, what, deferred=0):
 
 
 def _make_plan(twin, state0, inputs, T, memory, strategy, planner, block, costs, repeats, what,
-               segments, defer):
+               segments, defer, tuning=None):
+    """``(plan, info)``. ``tuning``: None, the planner's choice; else ``(run, params, cuda)``
+    to time the candidates of :func:`membptt.execution.tune.candidates` with, ``run(plan)``
+    being one forward and backward of the caller's call (:func:`~.tune.time_plans`), the
+    fastest kept as :func:`membptt.tune` keeps it (``info["tune"]``)."""
     from .. import plan as make_plan
 
     t0 = time.perf_counter()
@@ -249,9 +253,27 @@ def _make_plan(twin, state0, inputs, T, memory, strategy, planner, block, costs,
     if costs is None:
         costs = measure_step(twin, state0, inputs, repeats=repeats).costs
         probe_s = time.perf_counter() - t0
-    p = make_plan(strategy, T, memory=memory, costs=costs, planner=planner, block=block)
+    if tuning is None:
+        p = make_plan(strategy, T, memory=memory, costs=costs, planner=planner, block=block)
+    else:
+        from .tune import TUNE_MARGIN, TUNE_ROUNDS, candidates, choose, time_plans
+
+        run, params, cuda = tuning
+        t1 = time.perf_counter()
+        cands = candidates(strategy, T, memory, costs=costs, planner=planner, block=block)
+        times = (time_plans(run, [c for _, c in cands], params, cuda, TUNE_ROUNDS,
+                            check_min_seconds(None))
+                 if len(cands) > 1 else {0: []})
+        p = choose(cands, times, costs, TUNE_MARGIN, t1)
     info = _describe_plan(p, T, memory, probe_s, what, _deferred_steps(p, segments, defer))
     info["costs"] = costs
+    if tuning is not None:
+        tn = info["tune"] = p.info["tune"]
+        row = next(r for r in tn["candidates"] if r["picked"])
+        info["summary"] += (
+            f"; tuned: timed {len(tn['candidates'])} candidates in {tn['seconds']:.1f} s, "
+            + ("kept the planner's choice" if tn["picked"] == tn["planner_choice"] else
+               f"picked {tn['picked']} at {row['ratio']:.3f}x the planner's choice"))
     log.info("%s", info["summary"])
     return p, info
 
@@ -289,8 +311,8 @@ class WrappedRNN(nn.Module):
     optimizer stay the user's); ``.info`` describes the plan of the last call."""
 
     def __init__(self, rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto",
-                 block=None,
-                 costs=None, repeats: int = 5, chunk: int | None = None, defer: bool = True):
+                 block=None, costs=None, repeats: int = 5, chunk: int | None = None,
+                 defer: bool = True, tune: bool = False):
         super().__init__()
         if not isinstance(rnn, _RNN_TYPES):
             raise ValueError(
@@ -310,7 +332,9 @@ class WrappedRNN(nn.Module):
             check_chunk(chunk)
         self.rnn = rnn
         self.memory, self.strategy, self.planner, self.block = memory, strategy, planner, block
-        self.repeats, self.chunk, self.defer = repeats, chunk, bool(defer)
+        if not isinstance(tune, bool):
+            raise ValueError(f"tune must be True or False, got {tune!r}")
+        self.repeats, self.chunk, self.defer, self.tune = repeats, chunk, bool(defer), tune
         self._costs = costs
         self._step = _RNNOutputStep(rnn, chunk)
         self._plans: dict = {}
@@ -397,34 +421,58 @@ class WrappedRNN(nn.Module):
                 hx = tuple(t.unsqueeze(1) for t in hx) if self._lstm else hx.unsqueeze(1)
             state0 = hx
         step = self._step
+        bf_out = r.batch_first and not unbatched
         key = (T, B, input.dtype, input.device, step.deterministic, self.memory,
-               self.strategy, self.planner, self.block, self.defer)
+               self.strategy, self.planner, self.block, self.defer, self.tune)
         hit = self._plans.get(key)
         if hit is None:
             twin = _DotLossTwin(step, single=True)
             w = _probe_weights(torch.empty(B, P, dtype=input.dtype, device=input.device), T)
             s0 = tuple(t.detach() for t in state0) if self._lstm else state0.detach()
+            tuning = self._tuning(x, state0, params, w, bf_out) if self.tune else None
             hit = _make_plan(twin, s0, (x.detach(), w), T, self.memory, self.strategy,
                              self.planner, self.block, self._costs, self.repeats, "membptt.wrap",
-                             None if step.deterministic else False, self.defer)
+                             None if step.deterministic else False, self.defer, tuning)
             self._plans[key] = hit
         plan, self.info = hit
-        ex = Executor(step, state0, x, seq_len=T, outputs=True)
-        ex.defer = self.defer
-        if r.batch_first and not unbatched:
-            ex.ys_out = torch.empty(B, T, P, dtype=input.dtype, device=input.device)
-            ex.ys = ex.ys_out.transpose(0, 1)
-        else:
-            ex.ys = torch.empty(T, B, P, dtype=input.dtype, device=input.device)
-        ex.program = compiled(plan, segments=None if ex.segments else False)
-        ex.run_cap = getattr(getattr(plan, "prediction", None), "run_cap", None)
-        dummy = torch.empty(0, requires_grad=True)
-        res = _ScanFunction.apply(ex, params, dummy, *ex.state0, x, *params)
-        out, final = res[0], res[1:]
+        out, final = self._execute(plan, x, state0, params, bf_out)
         if unbatched:
             out = out[:, 0]
             final = tuple(t[:, 0] for t in final)
         return out, (tuple(final) if self._lstm else final[0])
+
+    def _execute(self, plan, x, state0, params, bf_out):
+        """``(out, final state as a flat tuple)`` of ``plan`` over the time-major ``x``; ``out``
+        batch-first when ``bf_out``."""
+        T, B, P = x.shape[0], x.shape[1], self._out_size()
+        ex = Executor(self._step, state0, x, seq_len=T, outputs=True)
+        ex.defer = self.defer
+        if bf_out:
+            ex.ys_out = torch.empty(B, T, P, dtype=x.dtype, device=x.device)
+            ex.ys = ex.ys_out.transpose(0, 1)
+        else:
+            ex.ys = torch.empty(T, B, P, dtype=x.dtype, device=x.device)
+        ex.program = compiled(plan, segments=None if ex.segments else False)
+        ex.run_cap = getattr(getattr(plan, "prediction", None), "run_cap", None)
+        dummy = torch.empty(0, requires_grad=True)
+        res = _ScanFunction.apply(ex, params, dummy, *ex.state0, x, *params)
+        return res[0], res[1:]
+
+    def _tuning(self, x, state0, params, w, bf_out):
+        """What :func:`_make_plan` times candidates with: this call's forward and backward on
+        detached copies of the input and state (nothing reaches the caller's graph), ``w`` as
+        the outputs' incoming gradient."""
+        from .tune import _detached
+
+        xd, s0 = _detached(x), _detached(state0)
+        g = w.transpose(0, 1) if bf_out else w
+
+        def run(p):
+            out, _ = self._execute(p, xd, s0, params, bf_out)
+            torch.autograd.backward(out, g)
+
+        cuda = [x.device] if x.device.type == "cuda" else []
+        return run, list(params), cuda
 
     def extra_repr(self) -> str:
         s = f"memory={self.memory!r}, strategy={self.strategy!r}"
@@ -434,8 +482,8 @@ class WrappedRNN(nn.Module):
 
 
 def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto", block=None,
-         costs=None, repeats: int = 5, chunk: int | None = None,
-         defer: bool = True) -> WrappedRNN:
+         costs=None, repeats: int = 5, chunk: int | None = None, defer: bool = True,
+         tune: bool = False) -> WrappedRNN:
     """``rnn`` (an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``) as a module with the same call and
     outputs whose backward runs a membptt plan within ``memory``.
 
@@ -459,6 +507,13 @@ def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto", block
             when the backward starts, so that only hidden-state checkpoints are held while the
             caller's head runs (its peak and the recurrence's then do not add); costs those
             steps one more forward (``info["deferred_steps"]``). ``False``: keep them.
+        tune: when planning (the first call per input signature), time the candidate plans
+            :func:`membptt.tune` times (the planner's choice, the other planners' plans, the
+            checkpoint's own schedules that fit) as real forward and backward calls of this
+            module, on detached copies of the input and state, and keep the fastest
+            (``info["tune"]``; the parameters' ``.grad`` and the RNG are left as they were).
+            Seconds to half a minute, once; the planner's choice is kept unless another is
+            at least 2 % faster per round.
 
     Refused: bidirectional modules (no forward sweep from 1 to T: the message says what to do
     instead), PackedSequence inputs. With inter-layer dropout in training mode the module runs
@@ -466,7 +521,7 @@ def wrap(rnn, memory, *, strategy: str = DEFAULT_STRATEGY, planner="auto", block
     whole-sequence call would draw).
     """
     return WrappedRNN(rnn, memory, strategy=strategy, planner=planner, block=block, costs=costs,
-                      repeats=repeats, chunk=chunk, defer=defer)
+                      repeats=repeats, chunk=chunk, defer=defer, tune=tune)
 
 
 # -- membptt.scan ----------------------------------------------------------------------------------
@@ -488,7 +543,7 @@ def _signature(tensors):
 
 def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_STRATEGY,
          planner="auto", block=None, costs=None, repeats: int = 5, defer: bool = True,
-         info: dict | None = None):
+         tune: bool = False, info: dict | None = None):
     """``(ys, h_T)`` of ``step`` over ``xs``, with a backward that runs a membptt plan.
 
     ``step(state, x_t) -> (state, y_t)``: ``state`` as for :func:`membptt.bptt` (a tensor or a
@@ -502,10 +557,13 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
 
     ``memory`` (or a ready ``plan`` for ``len(xs)`` steps) as for :func:`membptt.plan`; it
     bounds stored states plus the working set, not ``ys`` (the caller's). The first call per
-    step object and input signature probes the step and plans (``strategy``, ``planner``, ``block``,
-    ``costs``, ``repeats``, ``defer`` as :func:`wrap`); ``info``, a dict, receives what was picked. Under
-    ``no_grad`` every step runs graph-free.
+    step object and input signature probes the step and plans (``strategy``, ``planner``,
+    ``block``, ``costs``, ``repeats``, ``defer``, ``tune`` as :func:`wrap`; with ``tune`` the
+    candidates are timed as calls of ``scan`` and a backward from fixed ``dL/dys``); ``info``,
+    a dict, receives what was picked. Under ``no_grad`` every step runs graph-free.
     """
+    if not isinstance(tune, bool):
+        raise ValueError(f"tune must be True or False, got {tune!r}")
     if plan is None:
         _check_strategy(strategy, memory, "membptt.scan", " or plan=...")
     seq_len = None
@@ -523,7 +581,7 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
     if plan is None:
         cache = _plan_cache(step)
         key = (_signature(ex.state0), _signature(ex.inputs), ex.deterministic, memory,
-               strategy, planner, block, ex.defer)
+               strategy, planner, block, ex.defer, tune)
         hit = cache.get(key)
         if hit is None:
             with torch.no_grad(), torch.random.fork_rng(devices=ex.cuda_devices):
@@ -534,8 +592,19 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
             twin = _DotLossTwin(step, single=ex.single_input, fused_calls=False)
             s0 = ex.user(tuple(t.detach() for t in ex.state0))
             ins = tuple(t.detach() for t in ex.inputs) + (_probe_weights(y1, T),)
+            tuning = None
+            if tune:
+                from .tune import _detached, _params
+
+                s0d, xsd, g = _detached(ex.user(ex.state0)), _detached(xs), ins[-1]
+
+                def run(p):
+                    ys, _ = scan(step, s0d, xsd, plan=p, defer=defer)
+                    torch.autograd.backward(ys, g)
+
+                tuning = (run, *_params(twin, s0, ins))
             hit = _make_plan(twin, s0, ins, T, memory, strategy, planner, block, costs, repeats,
-                             "membptt.scan", False, ex.defer)
+                             "membptt.scan", False, ex.defer, tuning)
             cache[key] = hit
         plan, found = hit
     else:
