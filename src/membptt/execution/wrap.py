@@ -270,8 +270,10 @@ def _make_plan(twin, state0, inputs, T, memory, strategy, planner, block, costs,
     if tuning is not None:
         tn = info["tune"] = p.info["tune"]
         row = next(r for r in tn["candidates"] if r["picked"])
+        n = len(tn["candidates"])
         info["summary"] += (
-            f"; tuned: timed {len(tn['candidates'])} candidates in {tn['seconds']:.1f} s, "
+            "; tuned: the planner's choice is the only candidate (nothing timed)" if n == 1 else
+            f"; tuned: timed {n} candidates in {tn['seconds']:.1f} s, "
             + ("kept the planner's choice" if tn["picked"] == tn["planner_choice"] else
                f"picked {tn['picked']} at {row['ratio']:.3f}x the planner's choice"))
     log.info("%s", info["summary"])
