@@ -184,8 +184,15 @@ def test_wrap_the_twins_gradient_is_a_view_and_exact():
 
     w = _probe_weights(torch.empty(3, 4), 6)
     ys = torch.randn(6, 3, 4, requires_grad=True)
-    _Dot.apply(ys * 1, w).backward()  # through a product: ys is a leaf
+    seen = []
+    y2 = ys * 1  # a non-leaf, as a record's outputs are
+    y2.register_hook(lambda g: seen.append(g))
+    _Dot.apply(y2, w).backward()
+    assert seen[0].data_ptr() == w.data_ptr()  # w itself: no new storage
     assert torch.equal(ys.grad, w)
+    ys.grad = None
+    _Dot.apply(ys, w).backward()  # a leaf gets a copy (its .grad may be accumulated into)
+    assert torch.equal(ys.grad, w) and ys.grad.data_ptr() != w.data_ptr()
     ys.grad = None
     (3.0 * _Dot.apply(ys * 1, w)).backward()
     assert torch.allclose(ys.grad, 3.0 * w)
@@ -196,10 +203,10 @@ def test_wrap_the_twins_gradient_is_a_view_and_exact():
 @pytest.mark.parametrize("K", [4, 5])
 def test_wrap_the_checkpoints_own_schedule_fits_at_its_measured_peak(K):
     """At the recurrence memory of ``torch.utils.checkpoint`` over K chunks of the module
-    (outputs concatenated, the drop-in a user writes), wrap's accounting admits the
-    checkpoint's own schedule (K blocks of T / K steps), the module running it holds no more
-    than the checkpoint, and wrap's own pick is predicted no slower, inside the budget as
-    measured. (The twin the probe measures has the outputs mode's working set: its dL/dy is a
+    (outputs concatenated, the drop-in a user writes) plus one scalar, wrap's accounting admits
+    the checkpoint's own schedule (K blocks of T / K steps), the module running it holds no more
+    than the checkpoint, wrap's own pick there is predicted no slower, and at the checkpoint's
+    memory itself wrap's pick is inside the budget as measured. (The twin the probe measures has the outputs mode's working set: its dL/dy is a
     view, it holds no loss scalars, and h_0 = 0 is no state to hold.)"""
     from torch.utils.checkpoint import checkpoint
 
@@ -233,19 +240,58 @@ def test_wrap_the_checkpoints_own_schedule_fits_at_its_measured_peak(K):
         rnn.zero_grad(set_to_none=True)
         return got
 
-    budget = f"{rec(ckpt)}B"
+    peer = rec(ckpt)
+    budget = f"{peer}B"
     best = membptt.wrap(rnn, memory=budget, repeats=1)
     best_rec = rec(lambda: best(x)[0])
     costs = best.info["costs"]
-    own = membptt.wrap(rnn, memory=budget, costs=costs, strategy="hsm", block=Tl // K)
+    # the accounting keeps one loss scalar the outputs mode does not hold (4 B): the own
+    # schedule fits at the checkpoint's memory plus that scalar
+    own = membptt.wrap(rnn, memory=f"{peer + 4}B", costs=costs, strategy="hsm", block=Tl // K)
     own_rec = rec(lambda: own(x)[0])  # planned: it fits
     spare = membptt.plan("hsm", Tl, "10MiB", costs=costs, block=Tl // K)
     op, bp = own.info["plan"], best.info["plan"]
     assert op.forward_ops == spare.forward_ops  # every bound stored
-    assert own_rec <= op.predicted_peak_bytes <= op.budget.bytes
-    assert bp.predicted_cost <= op.predicted_cost
+    assert own_rec <= peer and own_rec <= op.predicted_peak_bytes <= op.budget.bytes
+    plus = membptt.wrap(rnn, memory=f"{peer + 4}B", costs=costs)  # the library's pick there
+    plus(x)[0].sum().backward()
+    assert plus.info["plan"].predicted_cost <= op.predicted_cost
     assert best_rec <= bp.predicted_peak_bytes <= bp.budget.bytes
     assert op.predicted_peak_bytes - own_rec <= 0.01 * own_rec  # tight
+
+
+@pytest.mark.parametrize("cls,dtype,memory", [(nn.GRU, torch.float32, "81532B"),
+                                               (nn.RNN, torch.float32, "40000B"),
+                                               (nn.LSTM, torch.float64, "120000B")])
+@pytest.mark.parametrize("planner", ["auto", "blocks", "chains"])
+def test_wrap_measured_recurrence_within_prediction(cls, dtype, memory, planner):
+    """The twin the probe measures holds what the outputs mode holds (its records keep their
+    outputs), so the recurrence's measured peak stays within the prediction for modules
+    whose backward does not save its output (GRU, RNN, a float64 LSTM on CPU)."""
+    from membptt.measure.memory import tracked_peak
+
+    torch.manual_seed(10)
+    Tl, Bl, Hl = 160, 2, 16
+    rnn = cls(Hl, Hl).to(dtype)
+    x = torch.randn(Tl, Bl, Hl, dtype=dtype)
+    G = torch.randn(Tl, Bl, Hl, dtype=dtype)
+    w = membptt.wrap(rnn, memory=memory, repeats=1, planner=planner)
+
+    def it():
+        torch.autograd.backward(w(x)[0], G)
+
+    it()
+    rnn.zero_grad(set_to_none=True)
+    got = tracked_peak(it)[0] - G.numel() * G.element_size()
+    p = w.info["plan"]
+    assert got <= p.predicted_peak_bytes <= p.budget.bytes, (got, p.predicted_peak_bytes)
+
+
+def test_wrap_fixed_chunk_reports_its_calls():
+    rnn = nn.LSTM(D, H).to(DT)
+    w = membptt.wrap(rnn, memory="1MiB", strategy="hsm", block=40, repeats=1, chunk=8)
+    w(torch.randn(160, B, D, dtype=DT))[0].sum().backward()
+    assert w.info["run_cap"] == 8 and "graph-free calls of at most 8 steps" in w.info["summary"]
 
 
 def test_wrap_defer_holds_only_hidden_states_between_forward_and_backward():
@@ -601,6 +647,14 @@ def test_scan_tune_gradients_equal_plain_autograd():
     assert max_rel_err(got, ref) <= 1e-10
     assert "tune" in info and info["tune"]["candidates"][0]["label"] == \
         info["tune"]["planner_choice"]
+
+
+def test_scan_refuses_tune_with_a_given_plan():
+    with pytest.raises(ValueError, match="nothing to choose"):
+        membptt.scan(Cell(), {"h": torch.zeros(B, H, dtype=DT),
+                              "n": (torch.zeros(B, 1, dtype=DT),)},
+                     (torch.randn(5, B, D, dtype=DT), torch.ones(5, B, dtype=DT)),
+                     plan=membptt.plan("full", 5), tune=True)
 
 
 def test_wrap_and_scan_refuse_a_tune_that_is_not_a_bool():

@@ -230,9 +230,10 @@ def measure_step(step, state0, inputs, *, repeats: int = 5, chain: int = 16,
         hidden = state_bytes(h1)
         # beside a measured core: a cursor and an incoming gradient, the parameters'
         # gradients, and the loss and dL; the twin of an outputs-mode step (membptt.wrap /
-        # scan) has neither, and the one loss its measured core made is its own too
+        # scan) has neither (subtracting the one loss its measured core made as well put
+        # measured peaks one scalar above predicted ones: kept)
         one_b = one.untyped_storage().nbytes()
-        scalars = -one_b if getattr(step, "outputs_twin", False) else 2 * one_b
+        scalars = 0 if getattr(step, "outputs_twin", False) else 2 * one_b
         extra = 2 * hidden + scalars + grad_bytes
         if sizes:
             internal, beta, working = _sizes(ex, h1)

@@ -48,6 +48,7 @@ import weakref
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from ..models.fusedcall import check_chunk, run_module
 from .compile import Graph
@@ -115,23 +116,29 @@ class _RNNOutputStep:
 
 
 class _Dot(torch.autograd.Function):
-    """``<ys, w>`` whose backward sends ``dL/dys`` as a view where it can: ``w`` expanded over
-    time (stride 0 on dim 0, as :func:`_probe_weights` makes it) gives ``(g * w[:1])``
-    expanded, one step's storage. Outputs mode sends each record a slice of the caller's
-    ``dL/dys`` (a view, no new storage), so the twin's segment then measures the working set
-    the outputs mode has, not one more block of gradient (``(ys * w).sum()`` would
-    materialise ``g * w`` over the whole block)."""
+    """``<ys, w>`` as the probe's twin of an outputs-mode record: it keeps ``ys`` alive (the
+    outputs mode keeps a record's outputs as the record's own; saving an input copies
+    nothing, and where the module's backward saves its output already it is the same
+    storage), and its backward sends ``dL/dys`` without new storage where it can. With the
+    probe's ``dL = 1`` (a CPU scalar) that is ``w`` itself, as the outputs mode sends each
+    record a slice of the caller's ``dL/dys``; otherwise ``g * w``, one step's storage
+    expanded where ``w`` is constant over time (stride 0 on dim 0, as :func:`_probe_weights`
+    makes it). (On CUDA the check would synchronise, so there the twin's backward holds that
+    one step, and the module's backward may copy the expanded gradient: an over-count, never
+    an under-count.) ``ys`` that is a leaf gets a copy: autograd could keep the view as its
+    ``.grad`` and later accumulate into ``w``."""
 
     @staticmethod
     def forward(ctx, ys, w):
-        ctx.save_for_backward(w)
+        ctx.save_for_backward(ys, w)
+        ctx.view_ok = ys.grad_fn is not None
         return (ys * w).sum()
 
     @staticmethod
     def backward(ctx, g):
-        (w,) = ctx.saved_tensors
-        if g.device.type == "cpu" and g.dim() == 0 and float(g) == 1.0:
-            return w, None  # the probe's dL = 1: g * w is w itself (read only downstream)
+        _, w = ctx.saved_tensors
+        if ctx.view_ok and g.device.type == "cpu" and g.dim() == 0 and float(g) == 1.0:
+            return w, None  # g * w is w itself (a non-leaf's gradient: read only downstream)
         if w.dim() and w.shape[0] > 1 and w.stride(0) == 0:
             return (g * w[:1]).expand_as(w), None
         return g * w, None
@@ -210,7 +217,7 @@ def _deferred_steps(p, segments, defer) -> int:
     return sum(ins.steps for ins in prog.instructions[:prog.split] if isinstance(ins, Graph))
 
 
-def _describe_plan(p, T, memory, probe_s, what, deferred=0):
+def _describe_plan(p, T, memory, probe_s, what, deferred=0, chunk=None):
     k = p.block
     how = {"blocks": f"blocks of {k} steps (fused calls)",
            "chains": f"{len(p.chains)} fused chains"}.get(p.planner, "single steps")
@@ -224,6 +231,8 @@ def _describe_plan(p, T, memory, probe_s, what, deferred=0):
         "probe_seconds": probe_s, "plan": p,
         "run_cap": getattr(getattr(p, "prediction", None), "run_cap", None),
     }
+    if chunk is not None:  # a fixed split: no call is longer, whatever the plan admits
+        info["run_cap"] = min(info["run_cap"] or chunk, chunk)
     info["summary"] = (
         f"{what}: T={T}: {p.strategy} on {how}, {(p.forward_ops + deferred) / T:.2f} forwards "
         "per step"
@@ -238,7 +247,7 @@ def _describe_plan(p, T, memory, probe_s, what, deferred=0):
 
 
 def _make_plan(twin, state0, inputs, T, memory, strategy, planner, block, costs, repeats, what,
-               segments, defer, tuning=None):
+               segments, defer, tuning=None, chunk=None):
     """``(plan, info)``. ``tuning``: None, the planner's choice; else ``(run, params, cuda)``
     to time the candidates of :func:`membptt.execution.tune.candidates` with, ``run(plan)``
     being one forward and backward of the caller's call (:func:`~.tune.time_plans`), the
@@ -265,7 +274,8 @@ def _make_plan(twin, state0, inputs, T, memory, strategy, planner, block, costs,
                             check_min_seconds(None))
                  if len(cands) > 1 else {0: []})
         p = choose(cands, times, costs, TUNE_MARGIN, t1)
-    info = _describe_plan(p, T, memory, probe_s, what, _deferred_steps(p, segments, defer))
+    info = _describe_plan(p, T, memory, probe_s, what, _deferred_steps(p, segments, defer),
+                          chunk)
     info["costs"] = costs
     if tuning is not None:
         tn = info["tune"] = p.info["tune"]
@@ -434,7 +444,8 @@ class WrappedRNN(nn.Module):
             tuning = self._tuning(x, state0, params, w, bf_out) if self.tune else None
             hit = _make_plan(twin, s0, (x.detach(), w), T, self.memory, self.strategy,
                              self.planner, self.block, self._costs, self.repeats, "membptt.wrap",
-                             None if step.deterministic else False, self.defer, tuning)
+                             None if step.deterministic else False, self.defer, tuning,
+                             self.chunk)
             self._plans[key] = hit
         plan, self.info = hit
         out, final = self._execute(plan, x, state0, params, bf_out)
@@ -467,14 +478,17 @@ class WrappedRNN(nn.Module):
         from .tune import _detached
 
         xd, s0 = _detached(x), _detached(state0)
-        g = w.transpose(0, 1) if bf_out else w
+        # dL/dout as the caller's is: a tensor of its own (w is expanded over time)
+        g = (w.transpose(0, 1) if bf_out else w).contiguous()
 
         def run(p):
             out, _ = self._execute(p, xd, s0, params, bf_out)
             torch.autograd.backward(out, g)
 
         cuda = [x.device] if x.device.type == "cuda" else []
-        return run, list(params), cuda
+        # the copies' .grad too: set to None before each timed call, as the parameters'
+        leaves = [t for t in (xd, *s0) if t.requires_grad]
+        return run, list(params) + leaves, cuda
 
     def extra_repr(self) -> str:
         s = f"memory={self.memory!r}, strategy={self.strategy!r}"
@@ -566,6 +580,9 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
     """
     if not isinstance(tune, bool):
         raise ValueError(f"tune must be True or False, got {tune!r}")
+    if tune and plan is not None:
+        raise ValueError("membptt.scan: tune=True times candidate plans when scan plans; with "
+                         "plan=... given there is nothing to choose (pass memory=... instead)")
     if plan is None:
         _check_strategy(strategy, memory, "membptt.scan", " or plan=...")
     seq_len = None
@@ -598,13 +615,16 @@ def scan(step, state0, xs, memory=None, *, plan=None, strategy: str = DEFAULT_ST
             if tune:
                 from .tune import _detached, _params
 
-                s0d, xsd, g = _detached(ex.user(ex.state0)), _detached(xs), ins[-1]
+                s0d, xsd, g = _detached(ex.user(ex.state0)), _detached(xs), ins[-1].contiguous()
 
                 def run(p):
                     ys, _ = scan(step, s0d, xsd, plan=p, defer=defer)
                     torch.autograd.backward(ys, g)
 
-                tuning = (run, *_params(twin, s0, ins))
+                prm, cuda = _params(twin, s0, ins)
+                leaves = [t for t in tree_leaves((s0d, xsd))
+                          if isinstance(t, torch.Tensor) and t.requires_grad]
+                tuning = (run, prm + leaves, cuda)
             hit = _make_plan(twin, s0, ins, T, memory, strategy, planner, block, costs, repeats,
                              "membptt.scan", False, ex.defer, tuning)
             cache[key] = hit
