@@ -157,8 +157,10 @@ class _DotLossTwin:
     ``w`` the last input. Same calls, same graph (the outputs mode keeps ``y_t`` as the
     record's output), and the same working set: :class:`_Dot` sends ``dL/dy = w`` as a view,
     as the outputs mode sends a slice of the caller's ``dL/dys``. ``outputs_twin`` tells the
-    probe that the loss scalars it runs on (a record's loss, ``dL = 1``) are the twin's only:
-    the outputs mode holds none, so a working set does not count them."""
+    probe that the ``dL = 1`` it backpropagates the twin with is the twin's own (the outputs
+    mode has none), so a working set does not count it; the record's loss, which the outputs
+    mode does not hold either, is kept in the count (leaving it out put measured peaks one
+    scalar above predictions)."""
 
     outputs_twin = True
 
