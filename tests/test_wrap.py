@@ -6,6 +6,8 @@ value and what works."""
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ import membptt
 from membptt.execution import compiled
 from membptt.execution.compile import Run
 from membptt.execution.memtrack import LiveBytesTracker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_wrap import ckpt_forward  # noqa: E402  the checkpoint drop-in the benchmark runs
 
 torch.set_num_threads(1)
 
@@ -208,8 +213,6 @@ def test_wrap_the_checkpoints_own_schedule_fits_at_its_measured_peak(K):
     than the checkpoint, wrap's own pick there is predicted no slower, and at the checkpoint's
     memory itself wrap's pick is inside the budget as measured. (The twin the probe measures has the outputs mode's working set: its dL/dy is a
     view, it holds no loss scalars, and h_0 = 0 is no state to hold.)"""
-    from torch.utils.checkpoint import checkpoint
-
     from membptt.measure.memory import tracked_peak
 
     torch.manual_seed(6)
@@ -220,16 +223,7 @@ def test_wrap_the_checkpoints_own_schedule_fits_at_its_measured_peak(K):
     out_bytes = G.numel() * G.element_size()
 
     def ckpt():
-        bounds = [round(i * Tl / K) for i in range(K + 1)]
-        h, outs = None, []
-        for a, b in zip(bounds, bounds[1:]):
-            if h is None:
-                o, h = checkpoint(lambda xc: rnn(xc), x[a:b], use_reentrant=False)
-            else:
-                o, h = checkpoint(lambda xc, h0, c0: rnn(xc, (h0, c0)), x[a:b], *h,
-                                  use_reentrant=False)
-            outs.append(o)
-        return torch.cat(outs)
+        return ckpt_forward(rnn, x, K)
 
     def rec(forward):  # the recurrence's memory, as benchmarks/bench_wrap.py measures it
         def it():

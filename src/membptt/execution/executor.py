@@ -508,9 +508,8 @@ class Executor:
         step = self.step
         with torch.no_grad():
             if self.fused and self.ys is not None:
-                kw = ({"chunk": run_chunk(b - a + 1, self.run_cap)}
-                      if self.chunked and self.run_cap is not None else {})
-                out, _ = step.advance(self.user(h), self._xs(a, b), self.ys[a - 1:b], **kw)
+                out, _ = step.advance(self.user(h), self._xs(a, b), self.ys[a - 1:b],
+                                      **self._chunk_kw(a, b))
                 self.stats.fused_runs += 1
                 self.stats.fused_steps += b - a + 1
                 return self._check_state(f"steps {a}..{b} (step.advance)", out)
@@ -574,6 +573,15 @@ class Executor:
         return tuple(t[a - 1:b] for t in self.inputs)
 
     # -- graph-free runs
+    def _chunk_kw(self, a: int, b: int, chunk: int | None = None) -> dict:
+        """``advance``'s planned chunk for steps ``a..b``: ``chunk`` if given, else the fewest
+        calls of at most ``run_cap`` steps; nothing for a step that takes none or unplanned."""
+        if not self.chunked:
+            return {}
+        if chunk is None and self.run_cap is not None:
+            chunk = run_chunk(b - a + 1, self.run_cap)
+        return {} if chunk is None else {"chunk": chunk}
+
     def run(self, h, a: int, b: int, *, need_loss: bool = False, check: bool = False,
             total=None, chunk: int | None = None):
         """Graph-free forwards of steps ``a..b`` from ``h = h_{a-1}`` (flat tuple), fused
@@ -585,10 +593,8 @@ class Executor:
         step, stats = self.step, self.stats
         with torch.no_grad():
             if self.fused:
-                if self.chunked and chunk is None and self.run_cap is not None:
-                    chunk = run_chunk(b - a + 1, self.run_cap)
-                kw = {"chunk": chunk} if self.chunked and chunk is not None else {}
-                out, loss = step.advance(self.user(h), self._xs(a, b), need_loss, **kw)
+                out, loss = step.advance(self.user(h), self._xs(a, b), need_loss,
+                                         **self._chunk_kw(a, b, chunk))
                 stats.fused_runs += 1
                 stats.fused_steps += b - a + 1
                 if need_loss:

@@ -56,12 +56,11 @@ from .executor import (
     Executor,
     _as_tensors,
     bptt,
-    graph_params,
     module_params,
     rng_restore,
     rng_snapshot,
 )
-from .probe import UNIFORM_KS, _check_int, check_min_seconds, probe
+from .probe import UNIFORM_KS, _check_int, _params_of, check_min_seconds, probe
 
 __all__ = ["tune", "candidates", "pick", "choose", "time_plans", "TUNE_MARGIN", "TUNE_PEERS",
            "TUNE_PRUNE"]
@@ -166,15 +165,13 @@ def _params(step, state0, inputs) -> tuple[list, list]:
     try:
         with torch.enable_grad():
             rec = ex.graph(ex.start(), 1)
-            walked = graph_params([rec.loss, *rec.out], limit=math.inf)
+            walked = _params_of([rec.loss, *rec.out], rec)  # not the record's own leaf copies
             del rec
     finally:
         ex.reset()
         rng_restore(rng, ex.cuda_devices)
     seen, out = set(), []
     for t in (*(module_params(step) or ()), *walked):
-        # (the walk also finds the executor's leaf copies of the state and input slices of
-        # that one step: harmless, their .grad is set to None and back)
         if id(t) not in seen:
             seen.add(id(t))
             out.append(t)
@@ -215,14 +212,13 @@ def tune(step, state0, inputs, strategy: str = "msm", memory=None, *, costs=None
         costs = probe(step, state0, inputs)
     cands = candidates(strategy, T, memory, costs=costs, planner=planner, peers=peers,
                        **plan_kw)
-    times = (_time(step, state0, inputs, [p for _, p in cands], rounds, min_seconds)
-             if len(cands) > 1 else {0: []})
+    times = _time(step, state0, inputs, [p for _, p in cands], rounds, min_seconds)
     return choose(cands, times, costs, margin, t_start)
 
 
 def choose(cands, times, costs, margin: float = TUNE_MARGIN, t_start: float | None = None):
     """The plan :func:`pick` keeps among ``cands`` (:func:`candidates`) on per-round seconds
-    ``times`` (as :func:`time_plans` returns them; ``{0: []}`` when nothing was timed), with
+    ``times`` (as :func:`time_plans` returns them, ``{0: []}`` for a single plan), with
     ``plan.info["tune"]`` saying what was measured (``t_start``: when tuning began, for
     ``seconds``)."""
     if len(cands) > 1:
@@ -248,6 +244,8 @@ def choose(cands, times, costs, margin: float = TUNE_MARGIN, t_start: float | No
 
 def _time(step, state0, inputs, plans, rounds, min_seconds) -> dict:
     """Per-round seconds of one iteration of each plan (``None`` for rounds sat out)."""
+    if len(plans) < 2:
+        return time_plans(None, plans, [], [], rounds, min_seconds)
     state0, inputs = _detached(state0), _detached(inputs)
     params, cuda = _params(step, state0, inputs)
     return time_plans(lambda p: bptt(step, state0, inputs, p).backward(), plans, params, cuda,
@@ -259,10 +257,12 @@ def time_plans(run, plans, params, cuda, rounds: int, min_seconds: float) -> dic
     rounds a pruned plan sat out): one untimed warm-up each (a plan more than twice
     ``TUNE_PRUNE`` slower than the fastest warm-up stops there), then at least ``rounds``
     rounds round-robin in a rotating order, more until ``min_seconds`` have passed (at most
-    :data:`TUNE_MAX_ROUNDS`), pruning after each round. ``params``: the tensors whose
+    :data:`TUNE_MAX_ROUNDS`), pruning after each round; a single plan is not run. ``params``: the tensors whose
     ``.grad`` an iteration touches (set to None before each, put back after, also when one
     raises); ``cuda``: the CUDA devices to synchronise, whose RNG (and the CPU's) is
     restored."""
+    if len(plans) < 2:  # nothing to compare: nothing is run
+        return {i: [] for i in range(len(plans))}
     saved = [t.grad for t in params]
     rng = rng_snapshot(cuda)
 

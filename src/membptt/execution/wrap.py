@@ -272,9 +272,8 @@ def _make_plan(twin, state0, inputs, T, memory, strategy, planner, block, costs,
         run, params, cuda = tuning
         t1 = time.perf_counter()
         cands = candidates(strategy, T, memory, costs=costs, planner=planner, block=block)
-        times = (time_plans(run, [c for _, c in cands], params, cuda, TUNE_ROUNDS,
-                            check_min_seconds(None))
-                 if len(cands) > 1 else {0: []})
+        times = time_plans(run, [c for _, c in cands], params, cuda, TUNE_ROUNDS,
+                           check_min_seconds(None))
         p = choose(cands, times, costs, TUNE_MARGIN, t1)
     info = _describe_plan(p, T, memory, probe_s, what, _deferred_steps(p, segments, defer),
                           chunk)
